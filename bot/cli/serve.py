@@ -1,0 +1,69 @@
+"""``relais serve`` and ``relais worker``."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import typer
+from aiohttp import web
+
+from bot.cli.common import run, settings, setup_logging
+from bot.cli.root import app
+
+
+@app.command()
+def serve(
+    no_workers: bool = typer.Option(False, "--no-workers", help="Web only: no outbox workers"),
+    log_level: str = typer.Option("INFO", "--log-level"),
+) -> None:
+    """Webhooks, outbox workers and scheduler in one process."""
+    setup_logging(log_level)
+    config = settings()
+    from bot.web.app import create_app
+
+    async def _go() -> None:
+        application = create_app(config, workers=not no_workers)
+        runner = web.AppRunner(application, handle_signals=False)
+        await runner.setup()  # opens the database: errors surface here, before listening
+        site = web.TCPSite(runner, config.host, config.port)
+        await site.start()
+        print(f"relais serving on http://{config.host}:{config.port} "
+              f"(public URL {config.base_url})", flush=True)
+        await _wait_for_signal()
+        await runner.cleanup()  # finishes in-flight sends, releases leases
+
+    run(_go)
+
+
+@app.command()
+def worker(log_level: str = typer.Option("INFO", "--log-level")) -> None:
+    """Outbox workers and scheduler without HTTP (extra processes on PostgreSQL)."""
+    setup_logging(log_level)
+    config = settings()
+    from bot.channels.setup import close_channels, configure_channels
+    from bot.services import open_services
+
+    async def _go() -> None:
+        services = await open_services(config)
+        await configure_channels(services)
+        outbox = services.outbox_worker()
+        scheduler = services.scheduler()
+        tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(scheduler.run())]
+        print("relais worker running", flush=True)
+        await _wait_for_signal()
+        outbox.stop()
+        scheduler.stop()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await close_channels(services)
+        await services.close()
+
+    run(_go)
+
+
+async def _wait_for_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()

@@ -1,0 +1,358 @@
+"""The engine: one inbound event, one transaction.
+
+dedupe (provider id, unique constraint) -> contact by address -> per-person lock -> stored
+(masked) message -> flow step in a savepoint -> outbox rows -> commit. The inbound message
+is kept even when its step fails; a job retries the step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot import events, masking
+from bot.addresses import PHONE_CHANNELS, parse_address, timezone_for
+from bot.addresses import Address as AddressValue
+from bot.clock import Clock
+from bot.config import Settings
+from bot.flows import (
+    FLOWS_LOADED,  # noqa: F401 - registers every flow
+    keywords,
+)
+from bot.flows.base import STAY, Context, Next, lookup
+from bot.flows.choices import by_id, resolve
+from bot.flows.global_keywords import ACTIONS
+from bot.i18n import normalise_language
+from bot.render import choices_from_json
+from bot.retry import backoff
+from bot.storage.models import Address, Contact, Conversation, MediaItem, Message, Ticket
+from bot.types import Inbound
+
+log = logging.getLogger("relais.engine")
+
+MAX_CHAIN = 6  # states entered in a row by one event (welcome -> language …)
+STEP_RETRY_ATTEMPTS = 5
+
+
+class Outcome(StrEnum):
+    WRITTEN = "written"
+    DUPLICATE = "duplicate"
+
+
+@dataclass
+class Result:
+    outcome: Outcome
+    message_id: int | None = None
+    contact_id: int | None = None
+    outbox_ids: list[int] = field(default_factory=list)
+    step_failed: bool = False
+
+
+class _Retry(Exception):
+    """A concurrent insert of the same address: run the transaction again."""
+
+
+class Engine:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        settings: Settings,
+        clock: Clock | None = None,
+        on_commit: Callable[[], None] | None = None,
+    ) -> None:
+        self.sessions = sessions
+        self.settings = settings
+        self.clock = clock or Clock()
+        self.on_commit = on_commit
+        self.is_postgres = sessions.kw["bind"].dialect.name == "postgresql"
+
+    async def handle(self, inbound: Inbound) -> Result:
+        for _attempt in range(5):
+            try:
+                result = await self._handle_once(inbound)
+            except _Retry:
+                continue
+            if self.on_commit is not None and result.outbox_ids:
+                self.on_commit()
+            return result
+        raise RuntimeError(f"could not store inbound event for {inbound.channel}")
+
+    async def _handle_once(self, inbound: Inbound) -> Result:
+        now = self.clock.now()
+        target = parse_address(inbound.address)
+        async with self.sessions() as session, session.begin():
+            address, contact, is_new = await self._contact(session, target, inbound, now)
+            if inbound.provider_id and await _seen(session, target.channel, inbound.provider_id):
+                return Result(Outcome.DUPLICATE, contact_id=contact.id)
+            masked = masking.mask(inbound.text or "")
+            message = Message(
+                contact_id=contact.id, address_id=address.id, direction="in",
+                channel=target.channel, provider_id=inbound.provider_id, body=masked.text,
+                choice_id=inbound.choice_id, masked=list(masked.kinds) or None,
+                media=[{"content_type": m.content_type, "ref": m.ref} for m in inbound.media]
+                or None,
+                created_at=now,
+            )
+            try:
+                async with session.begin_nested():
+                    session.add(message)
+                    await session.flush()
+            except IntegrityError:
+                return Result(Outcome.DUPLICATE, contact_id=contact.id)
+            for media in inbound.media:
+                session.add(
+                    MediaItem(message_id=message.id, contact_id=contact.id,
+                              channel=target.channel, content_type=media.content_type,
+                              ref=media.ref, created_at=now)
+                )
+            contact.last_inbound_at = now
+            contact.last_address_id = address.id
+            address.last_inbound_at = now
+            address.blocked_at = None  # they wrote again: the provider block is lifted
+            address.blocked_reason = None
+            events.record(session, "inbound", now, channel=target.channel,
+                          language=contact.language)
+            if is_new:
+                events.record(session, "contact.new", now, channel=target.channel)
+            ticket = await session.scalar(
+                select(Ticket.id).where(
+                    Ticket.contact_id == contact.id, Ticket.state.in_(("open", "taken"))
+                )
+            )
+            if ticket is not None:
+                message.ticket_id = ticket
+            ctx = await self._context(session, contact, address, now, inbound, message, is_new)
+            failed = not await self._run_step(ctx, lambda: self.step(ctx))
+            if failed:
+                await self._schedule_retry(session, message, now, attempt=1)
+            return Result(
+                Outcome.WRITTEN, message_id=message.id, contact_id=contact.id,
+                outbox_ids=[row.id for row in ctx.sent if row.id is not None],
+                step_failed=failed,
+            )
+
+    # -- contact and lock ------------------------------------------------------------------
+
+    async def _contact(
+        self, session: AsyncSession, target: AddressValue, inbound: Inbound, now: datetime
+    ) -> tuple[Address, Contact, bool]:
+        address = await session.scalar(
+            select(Address).where(
+                Address.channel == target.channel, Address.external_id == target.id
+            )
+        )
+        if address is not None:
+            return address, await self._lock(session, address.contact_id), False
+        contact: Contact | None = None
+        if target.channel in PHONE_CHANNELS:  # same number on SMS and WhatsApp: one person
+            sibling = await session.scalar(
+                select(Address).where(
+                    Address.external_id == target.id, Address.channel.in_(PHONE_CHANNELS)
+                )
+            )
+            if sibling is not None:
+                contact = await self._lock(session, sibling.contact_id)
+        is_new = contact is None
+        if contact is None:
+            hint = inbound.language_hint
+            contact = Contact(
+                name=inbound.profile_name,
+                language=normalise_language(hint) if hint else None,
+                timezone=timezone_for(None, target, self.settings.timezone),
+                created_at=now,
+            )
+            session.add(contact)
+            await session.flush()
+        address = Address(
+            contact_id=contact.id, channel=target.channel, external_id=target.id,
+            created_at=now, landline=False,
+        )
+        try:
+            async with session.begin_nested():
+                session.add(address)
+                await session.flush()
+        except IntegrityError as exc:
+            raise _Retry from exc
+        return address, contact, is_new
+
+    async def _lock(self, session: AsyncSession, contact_id: int) -> Contact:
+        """Serialise one person's events: a row lock on PostgreSQL (SQLite: BEGIN IMMEDIATE)."""
+        query = select(Contact).where(Contact.id == contact_id)
+        if self.is_postgres:
+            query = query.with_for_update()
+        contact = await session.scalar(query)
+        assert contact is not None
+        return contact
+
+    async def _context(
+        self, session: AsyncSession, contact: Contact, address: Address | None,
+        now: datetime, inbound: Inbound | None, message: Message | None, is_new: bool,
+    ) -> Context:
+        conversation = await session.get(Conversation, contact.id)
+        if conversation is None:
+            conversation = Conversation(
+                contact_id=contact.id, flow="menu", state="main", data={}, misunderstood=0,
+                updated_at=now,
+            )
+            session.add(conversation)
+        return Context(
+            session=session, settings=self.settings, clock=self.clock, now=now,
+            contact=contact, address=address, conversation=conversation, inbound=inbound,
+            message=message, is_new=is_new,
+        )
+
+    async def _run_step(self, ctx: Context, step: Callable[[], object]) -> bool:
+        """Run a step in a savepoint; on failure the inbound row stays and False is returned."""
+        try:
+            async with ctx.session.begin_nested():
+                await step()  # type: ignore[misc]
+                ctx.conversation.updated_at = ctx.now
+                await ctx.session.flush()
+        except Exception as exc:  # a flow bug must not lose the message
+            log.exception("flow step failed for message %s", getattr(ctx.message, "id", None))
+            ctx.sent.clear()
+            if ctx.message is not None:
+                ctx.message.step_error = f"{type(exc).__name__}: {exc}"[:500]
+            return False
+        if ctx.message is not None:
+            ctx.message.handled_at = ctx.now
+            ctx.message.step_error = None
+        return True
+
+    async def _schedule_retry(
+        self, session: AsyncSession, message: Message, now: datetime, attempt: int
+    ) -> None:
+        from bot.scheduler import schedule
+
+        delay = backoff(attempt, STEP_RETRY_ATTEMPTS) or 60.0
+        await schedule(
+            session, "engine.step", f"message:{message.id}",
+            now + timedelta(seconds=max(delay, 5.0)), {"message_id": message.id},
+        )
+
+    # -- the step --------------------------------------------------------------------------
+
+    async def step(self, ctx: Context) -> None:
+        """Decide what to do with one inbound event."""
+        assert ctx.inbound is not None
+        inbound = ctx.inbound
+        conversation = ctx.conversation
+        text = inbound.text or ""
+        if inbound.channel == "telegram" and keywords.is_telegram_start(text):
+            if ctx.contact.opted_out_at is not None:
+                await self.goto(ctx, await ACTIONS[keywords.START](ctx))
+            await self.goto(ctx, "onboarding.welcome")
+            return
+        keyword = keywords.match(text) if text and not inbound.choice_id else None
+        if keyword is not None:
+            if ctx.contact.opted_out_at is not None and keyword not in (
+                keywords.START, keywords.STOP
+            ):
+                return
+            conversation.misunderstood = 0
+            ctx.event("keyword", keyword=keyword)
+            await self.goto(ctx, await ACTIONS[keyword](ctx))
+            return
+        if ctx.contact.opted_out_at is not None:
+            return  # stored, never answered until START
+        if ctx.is_new:
+            await self.goto(ctx, "onboarding.welcome")
+            return
+        target = f"{conversation.flow}.{conversation.state}"
+        _flow, _state, state = lookup(target)
+        if (
+            state.expires and conversation.expires_at is not None
+            and conversation.expires_at <= ctx.now
+        ):
+            await self.goto(ctx, "menu.main")  # a stale question is not answered
+            return
+        if inbound.media and not text.strip() and state.on_text is None:
+            from bot.flows.escalation import request_human
+
+            ctx.say(ctx._("Thank you, we received it. A person will look at it."))
+            await self.goto(ctx, await request_human(ctx, source="media"))
+            return
+        offered = choices_from_json((conversation.data or {}).get("choices"))
+        chosen = (
+            by_id(inbound.choice_id, offered) if inbound.choice_id else resolve(text, offered)
+        )
+        nxt: Next = None
+        if chosen is not None and state.on_choice is not None:
+            nxt = await state.on_choice(ctx, chosen.id)
+        elif state.on_text is not None:
+            nxt = await state.on_text(ctx, text)
+        if nxt is None:
+            await self.misunderstood(ctx, target)
+            return
+        conversation.misunderstood = 0
+        await self.goto(ctx, nxt)
+
+    async def misunderstood(self, ctx: Context, current: str) -> None:
+        conversation = ctx.conversation
+        conversation.misunderstood = (conversation.misunderstood or 0) + 1
+        ctx.event("misunderstood")
+        if conversation.misunderstood >= 2:
+            conversation.misunderstood = 0
+            await self.goto(ctx, "ticket.offer")
+            return
+        ctx.say(ctx._("Sorry, I did not understand. Send AIDE to talk to a person."))
+        await self.goto(ctx, current)
+
+    async def goto(self, ctx: Context, target: Next) -> None:
+        """Enter ``target`` ("flow.state"; "!quiet" sets it without asking anything)."""
+        for _ in range(MAX_CHAIN):
+            if target is None or target == STAY:
+                return
+            quiet = target.endswith("!quiet")
+            target = target.removesuffix("!quiet")
+            flow_name, state_name, state = lookup(target)
+            conversation = ctx.conversation
+            conversation.flow, conversation.state = flow_name, state_name
+            data = dict(conversation.data or {})
+            data.pop("choices", None)
+            conversation.data = data
+            conversation.expires_at = None
+            if quiet:
+                return
+            target = await state.enter(ctx)
+        log.warning("state chain too long at %s", target)
+
+    # -- retries of failed steps -----------------------------------------------------------
+
+    async def retry_step(self, session: AsyncSession, message_id: int) -> None:
+        """Run again the step of a stored message whose step failed; raise if it fails."""
+        now = self.clock.now()
+        message = await session.get(Message, message_id)
+        if message is None or message.handled_at is not None:
+            return
+        contact = await self._lock(session, message.contact_id)
+        address = await session.get(Address, message.address_id) if message.address_id else None
+        inbound = Inbound(
+            channel=message.channel,
+            address=address.address if address else f"{message.channel}:?",
+            text=message.body or "", provider_id=message.provider_id,
+            choice_id=message.choice_id,
+        )
+        ctx = await self._context(session, contact, address, now, inbound, message, False)
+        if not await self._run_step(ctx, lambda: self.step(ctx)):
+            raise RuntimeError(f"flow step failed again for message {message_id}")
+        if self.on_commit is not None and ctx.sent:
+            self.on_commit()
+
+
+async def _seen(session: AsyncSession, channel: str, provider_id: str) -> bool:
+    found = await session.scalar(
+        select(Message.id).where(
+            Message.direction == "in",
+            Message.channel == channel,
+            Message.provider_id == provider_id,
+        )
+    )
+    return found is not None

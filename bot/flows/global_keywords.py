@@ -1,0 +1,64 @@
+"""What each keyword does. Matching lives in ``keywords``; this is the action table."""
+
+from __future__ import annotations
+
+from bot.flows import keywords as kw
+from bot.flows.base import Context, Next, cancel_queued
+from bot.flows.escalation import request_human
+
+
+async def on_help(ctx: Context) -> Next:
+    return await request_human(ctx, source="keyword")
+
+
+async def on_menu(ctx: Context) -> Next:
+    return "menu.main"
+
+
+async def on_language(ctx: Context) -> Next:
+    return "onboarding.language"
+
+
+async def on_stop(ctx: Context) -> Next:
+    """Record the opt-out and confirm once; a refused confirmation is not retried."""
+    if ctx.contact.opted_out_at is not None:
+        return None
+    ctx.contact.opted_out_at = ctx.now
+    await cancel_queued(ctx.session, ctx.now, contact_id=ctx.contact.id)
+    ctx.say(
+        ctx._("You will not get any more messages. Send START to get them again."),
+        kind="optout", max_attempts=1, force=True,
+    )
+    ctx.event("optout")
+    return "menu.main!quiet"
+
+
+async def on_start(ctx: Context) -> Next:
+    if ctx.contact.opted_out_at is not None:
+        ctx.contact.opted_out_at = None
+        ctx.event("optin")
+        ctx.say(ctx._("Welcome back. You will get our messages again."))
+    return "menu.main"
+
+
+async def on_booking(ctx: Context) -> Next:
+    ctx.say(ctx._("You have no phone appointment booked."))
+    return "menu.main"
+
+
+async def on_forget(ctx: Context) -> Next:
+    ticket, _created = await ctx.open_ticket(source="forget", topic="forget")
+    ctx.say(ctx._("A person will erase your data and tell you when it is done."))
+    return "ticket.waiting"
+
+
+ACTIONS = {
+    kw.HELP: on_help,
+    kw.MENU: on_menu,
+    kw.LANGUAGE: on_language,
+    kw.STOP: on_stop,
+    kw.START: on_start,
+    kw.CANCEL_BOOKING: on_booking,
+    kw.MOVE_BOOKING: on_booking,
+    kw.FORGET: on_forget,
+}

@@ -1,0 +1,26 @@
+"""Prometheus metrics, one registry per app (tests build many apps in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.inbound = Counter(
+            "relais_inbound_total", "Inbound events by channel and outcome",
+            ["channel", "outcome"], registry=self.registry,
+        )
+        self.outbound = Counter(
+            "relais_outbound_total", "Outbox sends by channel and resulting status",
+            ["channel", "status"], registry=self.registry,
+        )
+        self.outbox_depth = Gauge(
+            "relais_outbox_depth", "Outbox rows by status (queued, sending, in_doubt)",
+            ["status"], registry=self.registry,
+        )
+        self.send_latency = Histogram(
+            "relais_send_latency_seconds", "Provider call duration", ["channel"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30), registry=self.registry,
+        )

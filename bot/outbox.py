@@ -1,0 +1,516 @@
+"""The outbox: the only way a message leaves Relais.
+
+Rows are claimed by workers with a lease (PostgreSQL ``FOR UPDATE SKIP LOCKED``; SQLite one
+``UPDATE … RETURNING`` under ``BEGIN IMMEDIATE``). Each claim reserves send slots in the
+channel's shared rate (``rate_limits``, a GCRA "theoretical arrival time"), so every process
+together sends at the provider's rate. Before a provider call the row is marked
+``call_started_at``: a worker that dies after that leaves a row that becomes ``in_doubt``
+(resent once, counted); before that, the row simply goes back to ``queued``.
+A person's rows go out in order within a priority: a row is claimable only when no earlier
+row of the same person and priority is still queued, sending or in doubt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import os
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, bindparam, exists, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from bot.channels.base import Channel, Failure, Registry, SendError, SendResult
+from bot.clock import Clock
+from bot.metrics import Metrics
+from bot.render import choices_from_json
+from bot.retry import backoff
+from bot.storage.models import Address, Event, Outbox, RateLimit
+from bot.types import Outbound
+
+log = logging.getLogger("relais.outbox")
+
+LEASE = timedelta(seconds=60)
+HORIZON = 1.0  # seconds of a channel's rate one claim may reserve ahead
+RECLAIM_EVERY = 5.0  # seconds between sweeps of expired leases
+ACTIVE = ("queued", "sending", "in_doubt")
+# Status order for provider callbacks: never move backwards.
+STATUS_RANK = {
+    "queued": 0, "in_doubt": 0, "sending": 1, "sent": 2, "delivered": 3, "read": 4,
+    "failed": 5, "cancelled": 5,
+}
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+@dataclass
+class Claimed:
+    row: Outbox
+    send_at: datetime
+
+
+def _is_pg(session: AsyncSession) -> bool:
+    return session.bind.dialect.name == "postgresql"
+
+
+async def reclaim_expired(session: AsyncSession, now: datetime) -> tuple[int, int]:
+    """Expired leases: back to queued if the call never started, else in_doubt (or failed
+    when it already was). Returns (requeued, in_doubt)."""
+    never_called = await session.execute(
+        update(Outbox)
+        .where(Outbox.status == "sending", Outbox.lease_until < now,
+               Outbox.call_started_at.is_(None))
+        .values(status="queued", lease_owner=None, lease_until=None, updated_at=now,
+                attempts=Outbox.attempts - 1)
+        .returning(Outbox.id)
+        .execution_options(synchronize_session=False)
+    )
+    requeued = len(never_called.all())
+    doubtful = (
+        await session.execute(
+            update(Outbox)
+            .where(Outbox.status == "sending", Outbox.lease_until < now,
+                   Outbox.call_started_at.is_not(None), Outbox.was_in_doubt.is_(False))
+            .values(status="in_doubt", was_in_doubt=True, lease_owner=None, lease_until=None,
+                    call_started_at=None, next_attempt_at=now, updated_at=now,
+                    error_reason="worker stopped during the provider call")
+            .returning(Outbox.channel)
+            .execution_options(synchronize_session=False)
+        )
+    ).scalars().all()
+    twice = await session.execute(
+        update(Outbox)
+        .where(Outbox.status == "sending", Outbox.lease_until < now,
+               Outbox.call_started_at.is_not(None), Outbox.was_in_doubt.is_(True))
+        .values(status="failed", lease_owner=None, lease_until=None, updated_at=now,
+                error_reason="in doubt twice: not sent again")
+        .returning(Outbox.id)
+        .execution_options(synchronize_session=False)
+    )
+    twice.all()
+    for channel in doubtful:
+        session.add(Event(kind="outbox.in_doubt", at=now, channel=channel))
+    return requeued, len(doubtful)
+
+
+async def _rate_row(session: AsyncSession, key: str, now: datetime) -> RateLimit:
+    builder = postgresql.insert if _is_pg(session) else sqlite.insert
+    await session.execute(
+        builder(RateLimit).values(key=key, tat=now).on_conflict_do_nothing(
+            index_elements=["key"]
+        )
+    )
+    query = select(RateLimit).where(RateLimit.key == key)
+    if _is_pg(session):
+        query = query.with_for_update()
+    row = await session.scalar(query.execution_options(populate_existing=True))
+    assert row is not None
+    return row
+
+
+async def claim_channel(
+    session: AsyncSession,
+    channel: Channel,
+    worker: str,
+    now: datetime,
+    limit: int,
+    only_to: str | None = None,
+) -> list[Claimed]:
+    """Claim up to ``limit`` due rows of one channel and reserve their send slots."""
+    rate = channel.rate
+    start = now
+    rate_row: RateLimit | None = None
+    if rate is not None:
+        rate_row = await _rate_row(session, channel.name, now)
+        if rate_row.paused_until is not None and rate_row.paused_until > now:
+            return []
+        start = max(rate_row.tat, now)
+        room = (now + timedelta(seconds=HORIZON) - start).total_seconds()
+        if room <= 0:
+            return []
+        limit = max(1, min(limit, math.floor(room * rate)))
+    earlier = aliased(Outbox)
+    blocked_earlier = exists().where(
+        earlier.contact_id == Outbox.contact_id,
+        earlier.priority == Outbox.priority,
+        earlier.id < Outbox.id,
+        earlier.status.in_(ACTIVE),
+    )
+    paused_person = exists().where(
+        Address.id == Outbox.address_id, Address.paused_until > now
+    )
+    picked = (
+        select(Outbox.id)
+        .where(
+            Outbox.status.in_(("queued", "in_doubt")),
+            Outbox.channel == channel.name,
+            Outbox.next_attempt_at <= now,
+            ~blocked_earlier,
+            ~paused_person,
+        )
+        .order_by(Outbox.priority, Outbox.id)
+        .limit(limit)
+    )
+    if only_to is not None:
+        picked = picked.where(Outbox.to == only_to)
+    if _is_pg(session):
+        picked = picked.with_for_update(skip_locked=True, of=Outbox)
+    lease_until = now + LEASE + timedelta(seconds=channel.call_timeout + HORIZON)
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.id.in_(picked.scalar_subquery()))
+        .values(status="sending", lease_owner=worker, lease_until=lease_until,
+                attempts=Outbox.attempts + 1, updated_at=now)
+        .returning(Outbox)
+        .execution_options(synchronize_session=False)
+    )
+    rows = sorted(result.scalars().all(), key=lambda r: (r.priority, r.id))
+    claimed: list[Claimed] = []
+    slot = start
+    for row in rows:
+        claimed.append(Claimed(row, slot))
+        if rate is not None:
+            units = max(1, row.segments or 1) if channel.rate_by_segments else 1
+            slot = slot + timedelta(seconds=units / rate)
+    if rate_row is not None and rows:
+        rate_row.tat = slot
+    return claimed
+
+
+def to_outbound(row: Outbox) -> Outbound:
+    return Outbound(
+        id=row.id, channel=row.channel, to=row.to, text=row.body or "",
+        choices=choices_from_json(row.choices), language=row.language, priority=row.priority,
+    )
+
+
+class OutboxWorker:
+    """Claims and sends outbox rows for the channels of ``registry``.
+
+    ``drain_once`` is one claim-and-send pass (tests and benchmarks call it); ``run`` loops
+    until ``stop``. ``only_to`` restricts the claim to one recipient (``relais chat``).
+    """
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        registry: Registry,
+        clock: Clock | None = None,
+        *,
+        worker_id: str | None = None,
+        batch_size: int = 100,
+        only_to: str | None = None,
+        metrics: Metrics | None = None,
+        poll_interval: float = 0.5,
+    ) -> None:
+        self.sessions = sessions
+        self.registry = registry
+        self.clock = clock or Clock()
+        self.worker_id = worker_id or worker_name()
+        self.batch_size = batch_size
+        self.only_to = only_to
+        self.metrics = metrics
+        self.poll_interval = poll_interval
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._last_reclaim = 0.0
+
+    # -- loop ------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish in-flight sends, release the rest, and leave ``run``."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        while not self._stopping:
+            try:
+                sent = await self.drain_once()
+            except Exception:
+                log.exception("outbox pass failed")
+                sent = 0
+            if sent == 0 and not self._stopping:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+                except TimeoutError:
+                    pass
+
+    async def drain_once(self) -> int:
+        """Claim due rows of every channel once and send them; returns rows handled."""
+        claimed = await self.claim()
+        if not claimed:
+            return 0
+        by_channel: dict[str, list[Claimed]] = {}
+        for item in claimed:
+            by_channel.setdefault(item.row.channel, []).append(item)
+        renew = asyncio.create_task(self._renew_leases())
+        try:
+            await asyncio.gather(
+                *(self._send_channel(name, items) for name, items in by_channel.items())
+            )
+        finally:
+            renew.cancel()
+        return len(claimed)
+
+    async def claim(self) -> list[Claimed]:
+        now = self.clock.now()
+        claimed: list[Claimed] = []
+        async with self.sessions() as session, session.begin():
+            if time.monotonic() - self._last_reclaim >= RECLAIM_EVERY:
+                self._last_reclaim = time.monotonic()
+                requeued, doubtful = await reclaim_expired(session, now)
+                if requeued or doubtful:
+                    log.warning("reclaimed expired leases: %d requeued, %d in doubt",
+                                requeued, doubtful)
+            for name in self.registry.names():
+                channel = self.registry.get(name)
+                assert channel is not None
+                claimed += await claim_channel(
+                    session, channel, self.worker_id, now, self.batch_size, self.only_to
+                )
+        return claimed
+
+    async def _renew_leases(self) -> None:
+        while True:
+            await asyncio.sleep(LEASE.total_seconds() / 3)
+            now = self.clock.now()
+            async with self.sessions() as session, session.begin():
+                await session.execute(
+                    update(Outbox)
+                    .where(Outbox.lease_owner == self.worker_id, Outbox.status == "sending")
+                    .values(lease_until=now + LEASE)
+                    .execution_options(synchronize_session=False)
+                )
+
+    # -- sending ---------------------------------------------------------------------------
+
+    async def _send_channel(self, name: str, items: list[Claimed]) -> None:
+        channel = self.registry.get(name)
+        pending = sorted(items, key=lambda c: c.send_at)
+        while pending:
+            if channel is None or self._stopping:
+                await self._release([c.row for c in pending])
+                return
+            now = self.clock.now()
+            due = [c for c in pending if c.send_at <= now]
+            if not due:
+                await asyncio.sleep(min(HORIZON, (pending[0].send_at - now).total_seconds()))
+                continue
+            pending = pending[len(due):]
+            started = await self._mark_started([c.row for c in due], name)
+            if not started:  # the channel is paused (Retry-After) for every process
+                await self._release([c.row for c in due] + [c.row for c in pending])
+                return
+            results = await asyncio.gather(*(self._call(channel, c.row) for c in due))
+            throttled = await self._record(list(zip([c.row for c in due], results, strict=True)))
+            if throttled:
+                await self._release([c.row for c in pending])
+                return
+            channel = self.registry.get(name)
+
+    async def _call(self, channel: Channel, row: Outbox) -> SendResult | SendError:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(
+                channel.send(to_outbound(row)), timeout=channel.call_timeout
+            )
+        except SendError as exc:
+            result_or_error: SendResult | SendError = exc
+        except TimeoutError:
+            result_or_error = SendError(Failure.RETRYABLE, "provider call timed out")
+        except Exception as exc:  # an adapter bug must not lose the row
+            log.exception("channel %s raised", channel.name)
+            result_or_error = SendError(Failure.RETRYABLE, f"{type(exc).__name__}: {exc}")
+        else:
+            result_or_error = result
+        if self.metrics is not None:
+            self.metrics.send_latency.labels(channel.name).observe(
+                time.perf_counter() - started
+            )
+        return result_or_error
+
+    async def _mark_started(self, rows: list[Outbox], channel: str) -> bool:
+        now = self.clock.now()
+        paused = exists().where(RateLimit.key == channel, RateLimit.paused_until > now)
+        async with self.sessions() as session, session.begin():
+            result = await session.execute(
+                update(Outbox)
+                .where(Outbox.id.in_([r.id for r in rows]),
+                       Outbox.lease_owner == self.worker_id, ~paused)
+                .values(call_started_at=now)
+                .execution_options(synchronize_session=False)
+            )
+        return (result.rowcount or 0) > 0
+
+    async def _release(self, rows: list[Outbox]) -> None:
+        """Give unstarted rows back to the queue (shutdown, or a Retry-After pause)."""
+        if not rows:
+            return
+        now = self.clock.now()
+        async with self.sessions() as session, session.begin():
+            pause = await session.scalar(
+                select(func.max(RateLimit.paused_until)).where(
+                    RateLimit.key.in_({r.channel for r in rows})
+                )
+            )
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.id.in_([r.id for r in rows]),
+                       Outbox.lease_owner == self.worker_id)
+                .values(status="queued", lease_owner=None, lease_until=None,
+                        call_started_at=None, attempts=Outbox.attempts - 1,
+                        next_attempt_at=max(now, pause) if pause else now, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+
+    async def _record(self, outcomes: list[tuple[Outbox, SendResult | SendError]]) -> bool:
+        """Store every result of one group in one transaction. True when throttled."""
+        now = self.clock.now()
+        throttled = False
+        mine = and_(Outbox.lease_owner == self.worker_id, Outbox.status == "sending")
+        async with self.sessions() as session, session.begin():
+            sent_params: list[dict[str, Any]] = []
+            events: list[dict[str, Any]] = []
+            for row, outcome in outcomes:
+                if isinstance(outcome, SendResult):
+                    segments = outcome.segments or row.segments
+                    sent_params.append({
+                        "b_id": row.id, "provider_id": outcome.provider_id,
+                        "segments": segments,
+                    })
+                    events.append({"kind": "outbox.sent", "at": now, "channel": row.channel,
+                                   "language": row.language,
+                                   "value": {"segments": segments, "kind": row.kind}})
+                    self._count(row.channel, "sent")
+                    continue
+                throttled |= await self._failed(session, row, outcome, now, mine)
+                events.append({"kind": f"outbox.{outcome.failure.value}", "at": now,
+                               "channel": row.channel, "language": row.language,
+                               "value": {"code": outcome.code}})
+            if sent_params:
+                await session.execute(
+                    update(Outbox.__table__)
+                    .where(Outbox.__table__.c.id == bindparam("b_id"),
+                           Outbox.__table__.c.lease_owner == self.worker_id,
+                           Outbox.__table__.c.status == "sending")
+                    .values(status="sent", provider_id=bindparam("provider_id"),
+                            segments=bindparam("segments"), sent_at=now, updated_at=now,
+                            lease_owner=None, lease_until=None, call_started_at=None,
+                            error_code=None, error_reason=None),
+                    sent_params,
+                )
+            if events:
+                await session.execute(insert(Event), events)
+        return throttled
+
+    async def _failed(
+        self, session: AsyncSession, row: Outbox, error: SendError, now: datetime, mine: Any
+    ) -> bool:
+        base = update(Outbox).where(Outbox.id == row.id, mine).execution_options(
+            synchronize_session=False
+        )
+        release = {"lease_owner": None, "lease_until": None, "call_started_at": None,
+                   "updated_at": now, "error_code": error.code,
+                   "error_reason": error.reason[:500]}
+        failure = error.failure
+        log.info("send of outbox row %s on %s: %s (%s)", row.id, row.channel, failure.value,
+                 error.code)
+        if failure is Failure.THROTTLED:
+            wait = timedelta(seconds=error.retry_after if error.retry_after else 1.0)
+            if error.scope == "person" and row.address_id is not None:
+                await session.execute(
+                    update(Address).where(Address.id == row.address_id)
+                    .values(paused_until=now + wait)
+                )
+            else:
+                await _rate_row(session, row.channel, now)
+                await session.execute(
+                    update(RateLimit).where(RateLimit.key == row.channel)
+                    .values(paused_until=now + wait, tat=now + wait)
+                )
+            await session.execute(base.values(
+                status="queued", next_attempt_at=now + wait,
+                attempts=Outbox.attempts - 1, **release))
+            self._count(row.channel, "throttled")
+            return error.scope != "person"
+        if failure is Failure.AUTH:
+            log.error("channel %s refused our credentials (%s): disabled in this process; "
+                      "fix the RELAIS_* credentials and restart", row.channel, error.reason)
+            self.registry.remove(row.channel)
+            await session.execute(base.values(
+                status="queued", attempts=Outbox.attempts - 1, **release))
+            return True
+        if failure is Failure.RETRYABLE:
+            delay = backoff(row.attempts, row.max_attempts)
+            if delay is not None:
+                await session.execute(base.values(
+                    status="queued", next_attempt_at=now + timedelta(seconds=delay),
+                    **release))
+                self._count(row.channel, "retry")
+                return False
+        if failure in (Failure.STOPPED, Failure.UNDELIVERABLE) and row.address_id is not None:
+            values: dict[str, Any] = {"blocked_at": now, "blocked_reason": error.reason[:200]}
+            if failure is Failure.UNDELIVERABLE and error.code in ("21614", "30006"):
+                values["landline"] = True
+            await session.execute(
+                update(Address).where(Address.id == row.address_id).values(**values)
+            )
+            await session.execute(
+                update(Outbox)
+                .where(Outbox.address_id == row.address_id, Outbox.status == "queued",
+                       Outbox.id != row.id)
+                .values(status="cancelled", updated_at=now,
+                        error_reason="address blocked by the provider")
+                .execution_options(synchronize_session=False)
+            )
+        await session.execute(base.values(status="failed", **release))
+        self._count(row.channel, "failed")
+        return False
+
+    def _count(self, channel: str, status: str) -> None:
+        if self.metrics is not None:
+            self.metrics.outbound.labels(channel, status).inc()
+
+
+async def apply_status(
+    session: AsyncSession, channel: str, provider_id: str, status: str, now: datetime,
+    error_code: str | None = None, error_reason: str | None = None,
+) -> bool:
+    """A provider's delivery status: moves a row forward only (delivered never → sent)."""
+    row = await session.scalar(
+        select(Outbox).where(Outbox.channel == channel, Outbox.provider_id == provider_id)
+    )
+    if row is None:
+        return False
+    if STATUS_RANK.get(status, -1) <= STATUS_RANK.get(row.status, 0):
+        return True
+    row.status = status
+    row.updated_at = now
+    if error_code is not None:
+        row.error_code = error_code
+        row.error_reason = (error_reason or "")[:500] or row.error_reason
+    session.add(Event(kind=f"outbox.{status}", at=now, channel=channel,
+                      language=row.language))
+    return True
+
+
+async def depth(session: AsyncSession) -> dict[str, int]:
+    rows = await session.execute(
+        select(Outbox.status, func.count()).where(Outbox.status.in_(ACTIVE))
+        .group_by(Outbox.status)
+    )
+    return {status: count for status, count in rows.all()}

@@ -1,0 +1,170 @@
+"""Due jobs from the database: check-ins, reminders, timeouts, broadcasts, purges, retries.
+
+A job is unique on (kind, key, due time truncated to the minute), so several processes may
+plan the same job and it runs once. Jobs are claimed like the outbox: ``FOR UPDATE SKIP
+LOCKED`` on PostgreSQL, one ``UPDATE … RETURNING`` under ``BEGIN IMMEDIATE`` on SQLite.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.clock import Clock, minute_floor
+from bot.retry import backoff
+from bot.storage.models import Job
+
+log = logging.getLogger("relais.scheduler")
+
+LEASE = timedelta(minutes=5)
+MAX_JOB_ATTEMPTS = 6
+
+JobHandler = Callable[[AsyncSession, Job, datetime], Awaitable[None]]
+HANDLERS: dict[str, JobHandler] = {}
+
+
+def job(kind: str) -> Callable[[JobHandler], JobHandler]:
+    """Register the handler of a job kind."""
+
+    def decorate(handler: JobHandler) -> JobHandler:
+        HANDLERS[kind] = handler
+        return handler
+
+    return decorate
+
+
+async def schedule(
+    session: AsyncSession,
+    kind: str,
+    key: str,
+    due_at: datetime,
+    payload: dict[str, Any] | None = None,
+) -> None:
+    """Plan a job; planning the same (kind, key, minute) again does nothing."""
+    due = minute_floor(due_at)
+    values = {
+        "kind": kind, "key": key, "due_at": due, "run_at": due_at, "payload": payload or {},
+        "status": "queued", "attempts": 0, "created_at": due_at,
+    }
+    dialect = session.bind.dialect.name
+    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = builder(Job).values(**values).on_conflict_do_nothing(
+        index_elements=["kind", "key", "due_at"]
+    )
+    await session.execute(statement)
+
+
+async def claim(
+    session: AsyncSession, worker: str, now: datetime, limit: int = 20
+) -> list[Job]:
+    """Claim due jobs (the caller's transaction commits the claim)."""
+    picked = (
+        select(Job.id)
+        .where(Job.status == "queued", Job.run_at <= now)
+        .order_by(Job.run_at, Job.id)
+        .limit(limit)
+    )
+    if session.bind.dialect.name == "postgresql":
+        picked = picked.with_for_update(skip_locked=True)
+    result = await session.execute(
+        update(Job)
+        .where(Job.id.in_(picked.scalar_subquery()))
+        .values(status="running", lease_owner=worker, lease_until=now + LEASE,
+                attempts=Job.attempts + 1)
+        .returning(Job)
+        .execution_options(synchronize_session=False)
+    )
+    return sorted(result.scalars().all(), key=lambda j: (j.run_at, j.id))
+
+
+async def reclaim_expired(session: AsyncSession, now: datetime) -> None:
+    await session.execute(
+        update(Job)
+        .where(Job.status == "running", Job.lease_until < now)
+        .values(status="queued", lease_owner=None, lease_until=None, run_at=now)
+        .execution_options(synchronize_session=False)
+    )
+
+
+class Scheduler:
+    """Runs due jobs. ``run_due`` is one pass (tests call it); ``run`` loops."""
+
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Clock | None = None,
+        worker_id: str = "scheduler",
+        interval: float = 1.0,
+    ) -> None:
+        self.sessions = sessions
+        self.clock = clock or Clock()
+        self.worker_id = worker_id
+        self.interval = interval
+        self._stop = asyncio.Event()
+
+    async def run_due(self) -> int:
+        now = self.clock.now()
+        async with self.sessions() as session, session.begin():
+            await reclaim_expired(session, now)
+            jobs = await claim(session, self.worker_id, now)
+        for item in jobs:
+            await self._run(item)
+        return len(jobs)
+
+    async def _run(self, item: Job) -> None:
+        handler = HANDLERS.get(item.kind)
+        now = self.clock.now()
+        try:
+            if handler is None:
+                raise LookupError(f"no handler for job kind {item.kind!r}")
+            async with self.sessions() as session, session.begin():
+                await handler(session, item, now)
+                await session.execute(
+                    update(Job).where(Job.id == item.id)
+                    .values(status="done", done_at=now, lease_owner=None, lease_until=None)
+                )
+        except Exception as exc:  # a failing job is retried, never lost
+            log.warning("job %s %s failed: %s", item.kind, item.key, exc)
+            delay = backoff(item.attempts, MAX_JOB_ATTEMPTS)
+            values: dict[str, Any] = {
+                "last_error": f"{type(exc).__name__}: {exc}"[:500],
+                "lease_owner": None, "lease_until": None,
+            }
+            if delay is None:
+                values["status"] = "failed"
+            else:
+                values.update(status="queued", run_at=now + timedelta(seconds=max(delay, 1)))
+            async with self.sessions() as session, session.begin():
+                await session.execute(update(Job).where(Job.id == item.id).values(**values))
+
+    async def run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                ran = await self.run_due()
+            except Exception:
+                log.exception("scheduler pass failed")
+                ran = 0
+            if ran == 0:
+                try:
+                    await asyncio.wait_for(self._stop.wait(), self.interval)
+                except TimeoutError:
+                    pass
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def install_engine_jobs(engine: Any) -> None:
+    """Register the job that retries a failed flow step (needs the engine)."""
+
+    @job("engine.step")
+    async def _retry_step(session: AsyncSession, item: Job, now: datetime) -> None:
+        await engine.retry_step(session, int(item.payload["message_id"]))
+

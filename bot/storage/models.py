@@ -1,0 +1,344 @@
+"""SQLAlchemy 2 models. Times are aware UTC in Python and never come from the database.
+
+Tables holding personal data are listed in ``PERSONAL_DATA`` (export and erasure walk it);
+``events`` is anonymous and survives erasure and retention.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes on every database (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the database; use the Clock")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Contact(Base):
+    """A person. Staff are contacts too (with a row in ``staff``)."""
+
+    __tablename__ = "contacts"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str | None] = mapped_column(String(200))
+    language: Mapped[str | None] = mapped_column(String(8))
+    level: Mapped[int | None] = mapped_column(Integer)  # ease with digital tools, 1..3
+    postcode: Mapped[str | None] = mapped_column(String(10))
+    timezone: Mapped[str | None] = mapped_column(String(64))
+    opted_out_at: Mapped[datetime | None]  # STOP; only START lifts it
+    created_at: Mapped[datetime]
+    last_inbound_at: Mapped[datetime | None]
+    last_address_id: Mapped[int | None] = mapped_column(BigId)  # where they last wrote from
+    addresses: Mapped[list[Address]] = relationship(back_populates="contact")
+
+
+class Address(Base):
+    """One way to reach a person: ``channel:external_id``."""
+
+    __tablename__ = "addresses"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    last_inbound_at: Mapped[datetime | None]
+    blocked_at: Mapped[datetime | None]  # provider-side block, lifted when they write again
+    blocked_reason: Mapped[str | None] = mapped_column(String(200))
+    landline: Mapped[bool] = mapped_column(Boolean, default=False)
+    paused_until: Mapped[datetime | None]  # per-person pause (pair rate, Retry-After)
+    contact: Mapped[Contact] = relationship(back_populates="addresses")
+
+    @property
+    def address(self) -> str:
+        return f"{self.channel}:{self.external_id}"
+
+
+class Tag(Base):
+    __tablename__ = "contact_tags"
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    tag: Mapped[str] = mapped_column(String(64), primary_key=True)
+
+
+class Consent(Base):
+    """One consent decision per purpose (``checkins``, ``news``); the latest row counts."""
+
+    __tablename__ = "consents"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    purpose: Mapped[str] = mapped_column(String(32))
+    granted: Mapped[bool] = mapped_column(Boolean)
+    at: Mapped[datetime]
+    source: Mapped[str] = mapped_column(String(64))  # "chat:sms", "import:file.csv", "cli"
+
+
+class Message(Base):
+    """A message in or out, as stored (masked) text. Inbound rows dedupe on provider id."""
+
+    __tablename__ = "messages"
+    __table_args__ = (
+        UniqueConstraint("direction", "channel", "provider_id"),
+        Index("ix_messages_contact_created", "contact_id", "created_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    address_id: Mapped[int | None] = mapped_column(
+        ForeignKey("addresses.id", ondelete="SET NULL")
+    )
+    ticket_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tickets.id", ondelete="SET NULL"), index=True
+    )
+    direction: Mapped[str] = mapped_column(String(3))  # "in" | "out"
+    channel: Mapped[str] = mapped_column(String(16))
+    provider_id: Mapped[str | None] = mapped_column(String(128))
+    body: Mapped[str | None] = mapped_column(Text)  # None once purged
+    choice_id: Mapped[str | None] = mapped_column(String(64))
+    media: Mapped[list[Any] | None]
+    masked: Mapped[list[Any] | None]  # kinds of private data masked before storage
+    created_at: Mapped[datetime]
+    handled_at: Mapped[datetime | None]  # inbound: flow step done
+    step_error: Mapped[str | None] = mapped_column(String(500))
+
+
+class Conversation(Base):
+    """Where a person is in a flow. One row per contact."""
+
+    __tablename__ = "conversations"
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    flow: Mapped[str] = mapped_column(String(32))
+    state: Mapped[str] = mapped_column(String(64))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    misunderstood: Mapped[int] = mapped_column(Integer, default=0)
+    updated_at: Mapped[datetime]
+    expires_at: Mapped[datetime | None]
+
+
+class Outbox(Base):
+    """A message to send. The only way a message leaves Relais.
+
+    status: queued, sending, sent, delivered, read, failed, cancelled, in_doubt.
+    """
+
+    __tablename__ = "outbox"
+    __table_args__ = (
+        Index("ix_outbox_claim", "status", "next_attempt_at"),
+        Index("ix_outbox_order", "contact_id", "priority", "id"),
+        Index("ix_outbox_provider", "channel", "provider_id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    address_id: Mapped[int | None] = mapped_column(
+        ForeignKey("addresses.id", ondelete="SET NULL")
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    to: Mapped[str] = mapped_column(String(64))
+    priority: Mapped[int] = mapped_column(Integer, default=0)  # 0 reply, 1 bulk
+    kind: Mapped[str] = mapped_column(String(32), default="reply")
+    body: Mapped[str | None] = mapped_column(Text)
+    choices: Mapped[list[Any] | None]
+    language: Mapped[str] = mapped_column(String(8), default="fr")
+    segments: Mapped[int] = mapped_column(Integer, default=1)
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=8)
+    next_attempt_at: Mapped[datetime]
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    call_started_at: Mapped[datetime | None]  # a provider call began: a crash → in_doubt
+    was_in_doubt: Mapped[bool] = mapped_column(Boolean, default=False)
+    provider_id: Mapped[str | None] = mapped_column(String(128))
+    error_code: Mapped[str | None] = mapped_column(String(32))
+    error_reason: Mapped[str | None] = mapped_column(String(500))
+    fallback_of: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
+    broadcast_id: Mapped[int | None] = mapped_column(BigId)
+    ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
+    message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime]
+    sent_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class Job(Base):
+    """A scheduled job; unique on (kind, key, due_at) so several schedulers are safe."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("kind", "key", "due_at"),
+        Index("ix_jobs_claim", "status", "run_at"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    key: Mapped[str] = mapped_column(String(128))
+    due_at: Mapped[datetime]
+    run_at: Mapped[datetime]  # due_at, or later after a failed attempt
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16), default="queued")  # running, done, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(64))
+    lease_until: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(500))
+    created_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+
+
+class RateLimit(Base):
+    """Shared send rate per channel (GCRA: theoretical arrival time) and Retry-After pause."""
+
+    __tablename__ = "rate_limits"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tat: Mapped[datetime]
+    paused_until: Mapped[datetime | None]
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), unique=True
+    )
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(16))  # mediator | coordinator
+    on_duty: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime]
+
+
+class Ticket(Base):
+    """An escalation to a human. One open ticket per person (state open or taken)."""
+
+    __tablename__ = "tickets"
+    __table_args__ = (Index("ix_tickets_state", "state", "priority", "created_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    priority: Mapped[str] = mapped_column(String(8), default="normal")  # urgent, normal, low
+    source: Mapped[str] = mapped_column(String(32))  # keyword, menu, misunderstood, checkin…
+    topic: Mapped[str | None] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(8), default="open")  # open, taken, closed
+    language: Mapped[str | None] = mapped_column(String(8))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    level: Mapped[int | None] = mapped_column(Integer)
+    mediator_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    created_at: Mapped[datetime]
+    taken_at: Mapped[datetime | None]
+    closed_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(200))
+
+
+class TicketNote(Base):
+    __tablename__ = "ticket_notes"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("tickets.id", ondelete="CASCADE"), index=True
+    )
+    staff_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    body: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+
+
+class MediaItem(Base):
+    """A citizen's photo or voice note: a provider reference, fetched on demand for staff."""
+
+    __tablename__ = "media"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), index=True
+    )
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(16))
+    content_type: Mapped[str] = mapped_column(String(100))
+    ref: Mapped[str] = mapped_column(String(1000))
+    created_at: Mapped[datetime]
+
+
+class Event(Base):
+    """Anonymous counts for reports: no contact id, no text. Survives erasure."""
+
+    __tablename__ = "events"
+    __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    at: Mapped[datetime]
+    kind: Mapped[str] = mapped_column(String(64))
+    channel: Mapped[str | None] = mapped_column(String(16))
+    language: Mapped[str | None] = mapped_column(String(8))
+    value: Mapped[dict[str, Any] | None]
+
+
+class Suppression(Base):
+    """Salted hashes of addresses that must stay unreachable after erasure."""
+
+    __tablename__ = "suppressions"
+    address_hash: Mapped[str] = mapped_column(String(128), primary_key=True)
+    created_at: Mapped[datetime]
+
+
+# Tables with personal data and the column that ties a row to a person. Export and erasure
+# walk this registry; a new table with personal data must be added here.
+PERSONAL_DATA: tuple[tuple[type[Base], str], ...] = (
+    (Contact, "id"),
+    (Address, "contact_id"),
+    (Tag, "contact_id"),
+    (Consent, "contact_id"),
+    (Message, "contact_id"),
+    (MediaItem, "contact_id"),
+    (Conversation, "contact_id"),
+    (Outbox, "contact_id"),
+    (Ticket, "contact_id"),
+    (Staff, "contact_id"),
+)

@@ -1,0 +1,70 @@
+"""Core value types: what comes in from a channel and what a flow says back."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Media:
+    """A photo, voice note or document a person sent; kept as a provider reference."""
+
+    content_type: str
+    ref: str
+    caption: str | None = None
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One event from a person: a text, a chosen button, or media.
+
+    ``address`` is ``CHANNEL:ID``; ``provider_id`` is the provider's own id used for
+    deduplication (Twilio ``MessageSid``, WhatsApp message ``id``, Telegram ``update_id``).
+    """
+
+    channel: str
+    address: str
+    text: str = ""
+    provider_id: str | None = None
+    choice_id: str | None = None
+    media: tuple[Media, ...] = ()
+    profile_name: str | None = None
+    language_hint: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One answer offered with a question. ``id`` is stable; the label is translated."""
+
+    id: str
+    label: str
+    keywords: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What a flow says: a text and, optionally, numbered choices."""
+
+    text: str
+    choices: tuple[Choice, ...] = ()
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """An outbox row as handed to a channel for sending."""
+
+    id: int
+    channel: str
+    to: str
+    text: str
+    choices: tuple[Choice, ...] = ()
+    language: str = "fr"
+    priority: int = 0
+    media_url: str | None = None
+    template: dict[str, Any] | None = None
+
+
+PRIORITY_REPLY = 0
+PRIORITY_BULK = 1

@@ -1,0 +1,237 @@
+#!/usr/bin/env bash
+# Relais test runner: the ONE command that installs everything and runs the whole suite.
+#
+#   ./run-tests.sh [pytest args...]
+#
+# Works from a fresh clone on Debian 12 / Python >= 3.11 (as root or not):
+#   1. picks a Python >= 3.11 and creates .venv (installs python3-venv via apt when root and needed)
+#   2. pip install -e '.[test]' into .venv (skipped while .venv/.relais-installed is newer
+#      than pyproject.toml)
+#   3. makes sure PostgreSQL answers on $TEST_POSTGRES_URL (starts / installs a local
+#      Debian cluster when possible), otherwise fails: PostgreSQL tests must not be skipped
+#   4. ruff check .  then  python -m pytest "$@"
+# It never reads or sources a .env file.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")"
+ROOT="$(pwd -P)"
+VENV="$ROOT/.venv"
+STAMP="$VENV/.relais-installed"
+
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
+
+log() { printf '[run-tests] %s\n' "$*" >&2; }
+die() { printf '[run-tests] ERROR: %s\n' "$*" >&2; exit 1; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+have() { command -v "$1" >/dev/null 2>&1; }
+
+apt_updated=0
+apt_install() {
+    is_root && have apt-get || return 1
+    if [ "$apt_updated" = 0 ]; then
+        log "apt-get update"
+        apt-get update -qq || return 1
+        apt_updated=1
+    fi
+    log "apt-get install -y $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" </dev/null >&2
+}
+
+py_ok() { # usable interpreter with version >= 3.11?
+    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1
+}
+
+# --------------------------------------------------------------------------- 1. Python/venv
+PYTHON=""
+for cand in python3.11 python3; do
+    if have "$cand" && py_ok "$cand"; then PYTHON="$(command -v "$cand")"; break; fi
+done
+[ -n "$PYTHON" ] || die "no Python >= 3.11 found (tried python3.11, python3); install Python 3.11."
+
+venv_ok() {
+    [ -x "$VENV/bin/python" ] && py_ok "$VENV/bin/python" \
+        && "$VENV/bin/python" -m pip --version >/dev/null 2>&1
+}
+
+if ! venv_ok; then
+    [ -e "$VENV" ] && { log "removing unusable $VENV"; rm -rf "$VENV"; }
+    log "creating $VENV with $PYTHON ($("$PYTHON" -V 2>&1))"
+    if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
+        rm -rf "$VENV"
+        if is_root && have apt-get; then
+            log "'$PYTHON -m venv' failed; installing python3-venv"
+            pyver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+            apt_install python3-venv "python${pyver}-venv" || apt_install python3-venv \
+                || die "could not install python3-venv with apt-get"
+            "$PYTHON" -m venv "$VENV" || { rm -rf "$VENV"; die "'$PYTHON -m venv' still fails"; }
+        else
+            die "'$PYTHON -m venv' failed; install the python3-venv package (apt-get install python3-venv) and retry."
+        fi
+    fi
+    venv_ok || die "$VENV was created but has no working pip"
+fi
+
+PY="$VENV/bin/python"
+export VIRTUAL_ENV="$VENV"
+export PATH="$VENV/bin:$PATH"   # console script `relais`, ruff, ... for tests that spawn them
+unset PYTHONHOME
+
+if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+    log "dependencies up to date (rm $STAMP to force a reinstall)"
+else
+    log "pip install -e '.[test]' (quiet)"
+    "$PY" -m pip install -q -e '.[test]' || die "pip install -e '.[test]' failed"
+    touch "$STAMP"
+fi
+
+# --------------------------------------------------------------------------- 2. PostgreSQL
+export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"
+
+# Exit codes: 0 answers, 1 unreachable, 3 reachable but authentication refused, 4 other error.
+pg_probe() {
+    "$PY" - "$TEST_POSTGRES_URL" <<'PYEOF'
+import asyncio, sys
+import asyncpg
+
+url = sys.argv[1]
+for prefix in ("postgresql+asyncpg://", "postgres+asyncpg://"):
+    if url.startswith(prefix):
+        url = "postgresql://" + url[len(prefix):]
+
+async def main():
+    conn = await asyncpg.connect(url, timeout=3)
+    try:
+        return await conn.fetchval("select 1")
+    finally:
+        await conn.close()
+
+try:
+    asyncio.run(asyncio.wait_for(main(), 3))
+except asyncpg.InvalidAuthorizationSpecificationError as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr); sys.exit(3)
+except asyncpg.PostgresError as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr); sys.exit(4)
+except (OSError, asyncio.TimeoutError) as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr); sys.exit(1)
+except Exception as exc:
+    print(f"{type(exc).__name__}: {exc}", file=sys.stderr); sys.exit(4)
+PYEOF
+}
+
+PG_ERR=""
+pg_check() { # sets PG_RC and PG_ERR
+    local out
+    if out="$(pg_probe 2>&1)"; then PG_RC=0; PG_ERR=""; else PG_RC=$?; PG_ERR="${out##*$'\n'}"; fi
+}
+
+pg_wait() { # wait up to 30 s for the server to answer
+    local deadline=$((SECONDS + 30))
+    while :; do
+        pg_check
+        [ "$PG_RC" = 1 ] || return 0          # answers (or answers with an error: stop waiting)
+        [ "$SECONDS" -lt "$deadline" ] || return 0
+        sleep 1
+    done
+}
+
+# host / port of the URL (port defaults to 5432)
+read -r PG_HOST PG_PORT < <("$PY" - "$TEST_POSTGRES_URL" <<'PYEOF'
+import sys
+from urllib.parse import urlsplit, parse_qs
+u = urlsplit(sys.argv[1])
+try:
+    port = u.port or 5432
+except ValueError:
+    port = 5432
+host = u.hostname or parse_qs(u.query).get("host", [""])[0] or "-"
+print(host, port)
+PYEOF
+)
+case "$PG_HOST" in
+    -|localhost|127.0.0.1|::1|/*) PG_LOCAL=1 ;;
+    *) PG_LOCAL=0 ;;
+esac
+
+# "<version> <cluster>" of the local Debian cluster listening on $PG_PORT, if any
+find_cluster() {
+    have pg_lsclusters || return 0
+    pg_lsclusters -h 2>/dev/null | awk -v p="$PG_PORT" '$3 == p { print $1, $2; exit }'
+}
+have_any_cluster() {
+    have pg_lsclusters && [ -n "$(pg_lsclusters -h 2>/dev/null)" ]
+}
+
+# trust auth for local TCP connections (user postgres), then reload
+ensure_trust() {
+    local ver="$1" name="$2" hba="/etc/postgresql/$1/$2/pg_hba.conf" changed=0
+    [ -f "$hba" ] && [ -w "$hba" ] || return 0
+    if ! grep -Eq '^[[:space:]]*host[[:space:]]+all[[:space:]]+all[[:space:]]+127\.0\.0\.1/32[[:space:]]+trust' "$hba"; then
+        sed -i '1i host all all 127.0.0.1/32 trust' "$hba"; changed=1
+    fi
+    if ! grep -Eq '^[[:space:]]*host[[:space:]]+all[[:space:]]+all[[:space:]]+::1/128[[:space:]]+trust' "$hba"; then
+        sed -i '1i host all all ::1/128 trust' "$hba"; changed=1
+    fi
+    if [ "$changed" = 1 ]; then
+        log "pg_hba.conf of cluster $ver/$name: trust for 127.0.0.1/32 and ::1/128 (inserted at top)"
+        pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" reload >&2 || true
+    fi
+}
+
+start_cluster() {
+    local ver="$1" name="$2"
+    ensure_trust "$ver" "$name"
+    log "starting PostgreSQL cluster $ver/$name (port $PG_PORT)"
+    pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start >&2 \
+        || log "pg_ctlcluster $ver $name start failed (already running, or not permitted as $(id -un))"
+}
+
+pg_check
+if [ "$PG_RC" != 0 ] && [ "$PG_LOCAL" = 1 ]; then
+    cluster="$(find_cluster)"
+    if [ "$PG_RC" = 1 ]; then
+        if [ -z "$cluster" ] && ! have_any_cluster && [ "$PG_PORT" = 5432 ] && is_root && have apt-get; then
+            # Fresh machine: the Debian package creates cluster "main" on port 5432.
+            if ! have pg_ctlcluster || [ -z "$(ls /usr/lib/postgresql 2>/dev/null)" ]; then
+                apt_install postgresql || log "apt-get install postgresql failed"
+            fi
+            if have pg_createcluster && ! have_any_cluster; then
+                ver="$(ls /usr/lib/postgresql 2>/dev/null | sort -V | tail -1)"
+                [ -n "$ver" ] && { log "pg_createcluster $ver main"; pg_createcluster "$ver" main >&2 || true; }
+            fi
+            cluster="$(find_cluster)"
+        fi
+        if [ -n "$cluster" ]; then
+            start_cluster $cluster
+            pg_wait
+        fi
+    fi
+    if [ "$PG_RC" = 3 ] && [ -n "$cluster" ]; then
+        # Server answers but refuses us: make local TCP auth trust and retry.
+        ensure_trust $cluster
+        pg_wait
+    fi
+fi
+
+if [ "$PG_RC" != 0 ]; then
+    hint="start PostgreSQL there or set TEST_POSTGRES_URL"
+    if [ "$PG_LOCAL" = 1 ] && [ "$PG_RC" = 1 ] && [ -z "$(find_cluster)" ]; then
+        hint="no local PostgreSQL cluster is configured for port $PG_PORT (and one is only installed automatically for port 5432 when running as root with apt-get); $hint"
+    fi
+    die "PostgreSQL is not answering at $TEST_POSTGRES_URL (${PG_ERR:-no details}); $hint. Tests must not skip PostgreSQL."
+fi
+log "PostgreSQL answers at $TEST_POSTGRES_URL"
+
+# --------------------------------------------------------------------------- 3. lint + tests
+log "ruff check ."
+"$PY" -m ruff check . || die "ruff check failed (fix the lint errors above)"
+
+log "python -m pytest $*"
+set +e
+"$PY" -m pytest "$@"
+rc=$?
+set -e
+if [ "$rc" = 5 ]; then
+    die "pytest collected no tests (exit code 5): the test suite is missing or the selection matched nothing."
+fi
+exit "$rc"
