@@ -20,70 +20,10 @@ STAMP="$VENV/.relais-installed"
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 
-log() { printf '[run-tests] %s\n' "$*" >&2; }
-die() { printf '[run-tests] ERROR: %s\n' "$*" >&2; exit 1; }
-
-is_root() { [ "$(id -u)" = 0 ]; }
-have() { command -v "$1" >/dev/null 2>&1; }
-
-apt_updated=0
-apt_install() {
-    is_root && have apt-get || return 1
-    if [ "$apt_updated" = 0 ]; then
-        log "apt-get update"
-        apt-get update -qq || return 1
-        apt_updated=1
-    fi
-    log "apt-get install -y $*"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" </dev/null >&2
-}
-
-py_ok() { # usable interpreter with version >= 3.11?
-    "$1" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)' >/dev/null 2>&1
-}
-
-# --------------------------------------------------------------------------- 1. Python/venv
-PYTHON=""
-for cand in python3.11 python3; do
-    if have "$cand" && py_ok "$cand"; then PYTHON="$(command -v "$cand")"; break; fi
-done
-[ -n "$PYTHON" ] || die "no Python >= 3.11 found (tried python3.11, python3); install Python 3.11."
-
-venv_ok() {
-    [ -x "$VENV/bin/python" ] && py_ok "$VENV/bin/python" \
-        && "$VENV/bin/python" -m pip --version >/dev/null 2>&1
-}
-
-if ! venv_ok; then
-    [ -e "$VENV" ] && { log "removing unusable $VENV"; rm -rf "$VENV"; }
-    log "creating $VENV with $PYTHON ($("$PYTHON" -V 2>&1))"
-    if ! "$PYTHON" -m venv "$VENV" >/dev/null 2>&1; then
-        rm -rf "$VENV"
-        if is_root && have apt-get; then
-            log "'$PYTHON -m venv' failed; installing python3-venv"
-            pyver="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-            apt_install python3-venv "python${pyver}-venv" || apt_install python3-venv \
-                || die "could not install python3-venv with apt-get"
-            "$PYTHON" -m venv "$VENV" || { rm -rf "$VENV"; die "'$PYTHON -m venv' still fails"; }
-        else
-            die "'$PYTHON -m venv' failed; install the python3-venv package (apt-get install python3-venv) and retry."
-        fi
-    fi
-    venv_ok || die "$VENV was created but has no working pip"
-fi
-
-PY="$VENV/bin/python"
-export VIRTUAL_ENV="$VENV"
-export PATH="$VENV/bin:$PATH"   # console script `relais`, ruff, ... for tests that spawn them
-unset PYTHONHOME
-
-if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
-    log "dependencies up to date (rm $STAMP to force a reinstall)"
-else
-    log "pip install -e '.[test]' (quiet)"
-    "$PY" -m pip install -q -e '.[test]' || die "pip install -e '.[test]' failed"
-    touch "$STAMP"
-fi
+INSTALL_SPEC=".[test]"
+LOG_PREFIX=run-tests
+# shellcheck source=scripts/venv.sh
+. "$ROOT/scripts/venv.sh"
 
 # --------------------------------------------------------------------------- 2. PostgreSQL
 export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/postgres}"

@@ -8,6 +8,7 @@ is kept even when its step fails; a job retries the step.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,10 +27,11 @@ from bot.flows import (
     FLOWS_LOADED,  # noqa: F401 - registers every flow
     keywords,
 )
-from bot.flows.base import STAY, Context, Next, lookup
+from bot.flows.base import STAY, STEP_HOOKS, Context, Next, lookup
 from bot.flows.choices import by_id, resolve
 from bot.flows.global_keywords import ACTIONS
 from bot.i18n import normalise_language
+from bot.metrics import Metrics
 from bot.render import choices_from_json
 from bot.retry import backoff
 from bot.storage.models import Address, Contact, Conversation, MediaItem, Message, Ticket
@@ -37,6 +39,7 @@ from bot.types import Inbound
 
 log = logging.getLogger("relais.engine")
 
+MAX_TEXT = 10_000  # characters kept of one inbound text
 MAX_CHAIN = 6  # states entered in a row by one event (welcome -> language …)
 STEP_RETRY_ATTEMPTS = 5
 
@@ -66,7 +69,9 @@ class Engine:
         settings: Settings,
         clock: Clock | None = None,
         on_commit: Callable[[], None] | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self.sessions = sessions
         self.settings = settings
         self.clock = clock or Clock()
@@ -81,6 +86,10 @@ class Engine:
                 continue
             if self.on_commit is not None and result.outbox_ids:
                 self.on_commit()
+            if self.metrics is not None:
+                self.metrics.inbound.labels(inbound.channel, result.outcome.value).inc()
+            log.info("inbound %s on %s: %s", result.message_id, inbound.channel,
+                     result.outcome.value)
             return result
         raise RuntimeError(f"could not store inbound event for {inbound.channel}")
 
@@ -89,18 +98,22 @@ class Engine:
         target = parse_address(inbound.address)
         async with self.sessions() as session, session.begin():
             address, contact, is_new = await self._contact(session, target, inbound, now)
-            if inbound.provider_id and await _seen(session, target.channel, inbound.provider_id):
-                return Result(Outcome.DUPLICATE, contact_id=contact.id)
-            masked = masking.mask(inbound.text or "")
+            ticket = None if is_new else await session.scalar(
+                select(Ticket.id).where(
+                    Ticket.contact_id == contact.id, Ticket.state.in_(("open", "taken"))
+                )
+            )
+            masked = masking.mask(clean_text(inbound.text))
             message = Message(
                 contact_id=contact.id, address_id=address.id, direction="in",
                 channel=target.channel, provider_id=inbound.provider_id, body=masked.text,
                 choice_id=inbound.choice_id, masked=list(masked.kinds) or None,
                 media=[{"content_type": m.content_type, "ref": m.ref} for m in inbound.media]
                 or None,
-                created_at=now,
+                created_at=now, ticket_id=ticket,
+                handled_at=now,  # reset below if the step fails
             )
-            try:
+            try:  # the unique (direction, channel, provider_id) is the deduplication
                 async with session.begin_nested():
                     session.add(message)
                     await session.flush()
@@ -117,17 +130,14 @@ class Engine:
             address.last_inbound_at = now
             address.blocked_at = None  # they wrote again: the provider block is lifted
             address.blocked_reason = None
+            if target.channel == "whatsapp":  # a new 24 h window: held messages can go
+                from bot.fallback import release_held
+
+                await release_held(session, contact.id, now)
             events.record(session, "inbound", now, channel=target.channel,
                           language=contact.language)
             if is_new:
                 events.record(session, "contact.new", now, channel=target.channel)
-            ticket = await session.scalar(
-                select(Ticket.id).where(
-                    Ticket.contact_id == contact.id, Ticket.state.in_(("open", "taken"))
-                )
-            )
-            if ticket is not None:
-                message.ticket_id = ticket
             ctx = await self._context(session, contact, address, now, inbound, message, is_new)
             failed = not await self._run_step(ctx, lambda: self.step(ctx))
             if failed:
@@ -143,13 +153,16 @@ class Engine:
     async def _contact(
         self, session: AsyncSession, target: AddressValue, inbound: Inbound, now: datetime
     ) -> tuple[Address, Contact, bool]:
-        address = await session.scalar(
-            select(Address).where(
-                Address.channel == target.channel, Address.external_id == target.id
-            )
+        query = (
+            select(Address, Contact)
+            .join(Contact, Contact.id == Address.contact_id)
+            .where(Address.channel == target.channel, Address.external_id == target.id)
         )
-        if address is not None:
-            return address, await self._lock(session, address.contact_id), False
+        if self.is_postgres:  # serialise one person's events: lock their contact row
+            query = query.with_for_update(of=Contact)
+        found = (await session.execute(query)).first()
+        if found is not None:
+            return found[0], found[1], False
         contact: Contact | None = None
         if target.channel in PHONE_CHANNELS:  # same number on SMS and WhatsApp: one person
             sibling = await session.scalar(
@@ -213,13 +226,16 @@ class Engine:
         try:
             async with ctx.session.begin_nested():
                 await step()  # type: ignore[misc]
+                ctx.flush()
                 ctx.conversation.updated_at = ctx.now
                 await ctx.session.flush()
         except Exception as exc:  # a flow bug must not lose the message
             log.exception("flow step failed for message %s", getattr(ctx.message, "id", None))
             ctx.sent.clear()
+            ctx.pending.clear()
             if ctx.message is not None:
                 ctx.message.step_error = f"{type(exc).__name__}: {exc}"[:500]
+                ctx.message.handled_at = None
             return False
         if ctx.message is not None:
             ctx.message.handled_at = ctx.now
@@ -244,7 +260,10 @@ class Engine:
         assert ctx.inbound is not None
         inbound = ctx.inbound
         conversation = ctx.conversation
-        text = inbound.text or ""
+        text = clean_text(inbound.text)
+        for hook in STEP_HOOKS:
+            if await hook(ctx):
+                return
         if inbound.channel == "telegram" and keywords.is_telegram_start(text):
             if ctx.contact.opted_out_at is not None:
                 await self.goto(ctx, await ACTIONS[keywords.START](ctx))
@@ -347,12 +366,9 @@ class Engine:
             self.on_commit()
 
 
-async def _seen(session: AsyncSession, channel: str, provider_id: str) -> bool:
-    found = await session.scalar(
-        select(Message.id).where(
-            Message.direction == "in",
-            Message.channel == channel,
-            Message.provider_id == provider_id,
-        )
-    )
-    return found is not None
+def clean_text(text: str | None) -> str:
+    """Text as stored: no NUL or control characters (PostgreSQL refuses NUL), bounded."""
+    if not text:
+        return ""
+    kept = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
+    return kept[:MAX_TEXT]

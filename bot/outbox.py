@@ -23,17 +23,18 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, select, update
+from sqlalchemy import and_, bindparam, exists, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from bot.channels.base import Channel, Failure, Registry, SendError, SendResult
 from bot.clock import Clock
+from bot.config import Settings
 from bot.metrics import Metrics
 from bot.render import choices_from_json
 from bot.retry import backoff
-from bot.storage.models import Address, Event, Outbox, RateLimit
+from bot.storage.models import Address, Contact, Event, Outbox, RateLimit
 from bot.types import Outbound
 
 log = logging.getLogger("relais.outbox")
@@ -61,6 +62,32 @@ class Claimed:
 
 def _is_pg(session: AsyncSession) -> bool:
     return session.bind.dialect.name == "postgresql"
+
+
+OPTOUT_KIND = "optout"  # the STOP confirmation: the one message a stopped person gets
+
+
+def _blocked_address() -> Any:
+    return exists().where(Address.id == Outbox.address_id, Address.blocked_at.is_not(None))
+
+
+def _stopped_person() -> Any:
+    return exists().where(Contact.id == Outbox.contact_id, Contact.opted_out_at.is_not(None))
+
+
+async def cancel_unreachable(session: AsyncSession, now: datetime) -> int:
+    """Unsent rows to a person who said STOP or to an address the provider blocked are
+    cancelled (whoever wrote them: a flow, a broadcast, a mediator)."""
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.status.in_(("queued", "in_doubt")),
+               _blocked_address() | (_stopped_person() & (Outbox.kind != OPTOUT_KIND)))
+        .values(status="cancelled", updated_at=now,
+                error_reason="the person said STOP or the address is blocked")
+        .returning(Outbox.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(result.all())
 
 
 async def reclaim_expired(session: AsyncSession, now: datetime) -> tuple[int, int]:
@@ -132,8 +159,14 @@ async def claim_channel(
     rate_row: RateLimit | None = None
     if rate is not None:
         rate_row = await _rate_row(session, channel.name, now)
-        if rate_row.paused_until is not None and rate_row.paused_until > now:
-            return []
+        paused_until = rate_row.paused_until
+    else:  # no rate, but a Retry-After pause still holds for every process
+        paused_until = await session.scalar(
+            select(RateLimit.paused_until).where(RateLimit.key == channel.name)
+        )
+    if paused_until is not None and paused_until > now:
+        return []
+    if rate_row is not None and rate is not None:
         start = max(rate_row.tat, now)
         room = (now + timedelta(seconds=HORIZON) - start).total_seconds()
         if room <= 0:
@@ -152,11 +185,14 @@ async def claim_channel(
     picked = (
         select(Outbox.id)
         .where(
-            Outbox.status.in_(("queued", "in_doubt")),
+            # Literal values, so SQLite can use the partial index ix_outbox_ready.
+            text("outbox.status IN ('queued', 'in_doubt')"),
             Outbox.channel == channel.name,
             Outbox.next_attempt_at <= now,
             ~blocked_earlier,
             ~paused_person,
+            ~_blocked_address(),
+            ~_stopped_person() | (Outbox.kind == OPTOUT_KIND),
         )
         .order_by(Outbox.priority, Outbox.id)
         .limit(limit)
@@ -191,6 +227,7 @@ def to_outbound(row: Outbox) -> Outbound:
     return Outbound(
         id=row.id, channel=row.channel, to=row.to, text=row.body or "",
         choices=choices_from_json(row.choices), language=row.language, priority=row.priority,
+        kind=row.kind,
     )
 
 
@@ -212,7 +249,9 @@ class OutboxWorker:
         only_to: str | None = None,
         metrics: Metrics | None = None,
         poll_interval: float = 0.5,
+        settings: Settings | None = None,
     ) -> None:
+        self.settings = settings  # needed for WhatsApp fallbacks (template, SMS)
         self.sessions = sessions
         self.registry = registry
         self.clock = clock or Clock()
@@ -273,6 +312,7 @@ class OutboxWorker:
             if time.monotonic() - self._last_reclaim >= RECLAIM_EVERY:
                 self._last_reclaim = time.monotonic()
                 requeued, doubtful = await reclaim_expired(session, now)
+                await cancel_unreachable(session, now)
                 if requeued or doubtful:
                     log.warning("reclaimed expired leases: %d requeued, %d in doubt",
                                 requeued, doubtful)
@@ -471,14 +511,19 @@ class OutboxWorker:
             )
             await session.execute(
                 update(Outbox)
-                .where(Outbox.address_id == row.address_id, Outbox.status == "queued",
-                       Outbox.id != row.id)
+                .where(Outbox.address_id == row.address_id,
+                       Outbox.status.in_(("queued", "in_doubt")), Outbox.id != row.id)
                 .values(status="cancelled", updated_at=now,
                         error_reason="address blocked by the provider")
                 .execution_options(synchronize_session=False)
             )
-        await session.execute(base.values(status="failed", **release))
+        await session.execute(base.values(status="failed", failure=failure.value, **release))
         self._count(row.channel, "failed")
+        if self.settings is not None and failure in (Failure.WINDOW_CLOSED,
+                                                     Failure.UNDELIVERABLE):
+            from bot.fallback import after_failure
+
+            await after_failure(session, row, failure, now, self.settings)
         return False
 
     def _count(self, channel: str, status: str) -> None:

@@ -15,5 +15,6 @@ def backoff(attempts: int, max_attempts: int, rng: random.Random | None = None) 
     """
     if attempts >= max_attempts:
         return None
-    ceiling = min(CAP_SECONDS, BASE_SECONDS * 2 ** max(0, attempts - 1))
+    # The exponent is bounded: the cap is reached long before, and 2 ** 1024 overflows a float.
+    ceiling = min(CAP_SECONDS, BASE_SECONDS * 2.0 ** min(max(0, attempts - 1), 64))
     return (rng or random).uniform(0, ceiling)

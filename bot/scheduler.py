@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,6 +26,14 @@ log = logging.getLogger("relais.scheduler")
 
 LEASE = timedelta(minutes=5)
 MAX_JOB_ATTEMPTS = 6
+
+_SETTINGS: ContextVar[Any] = ContextVar("relais_job_settings", default=None)
+
+
+def current_settings() -> Any:
+    """The Settings of the scheduler running the current job (None outside a job)."""
+    return _SETTINGS.get()
+
 
 JobHandler = Callable[[AsyncSession, Job, datetime], Awaitable[None]]
 HANDLERS: dict[str, JobHandler] = {}
@@ -85,9 +94,31 @@ async def claim(
 
 
 async def reclaim_expired(session: AsyncSession, now: datetime) -> None:
+    """Expired leases: back to the queue, or ``failed`` once the job has used all its attempts
+    (a job that kills or hangs its worker every time must not loop forever).
+
+    On PostgreSQL a job whose handler transaction is still open holds its row lock (see
+    ``Scheduler._run``) and is skipped: it is still running, however late.
+    """
+    pg = session.bind.dialect.name == "postgresql"
+
+    def expired(*more: Any) -> Any:
+        picked = select(Job.id).where(Job.status == "running", Job.lease_until < now, *more)
+        if pg:
+            picked = picked.with_for_update(skip_locked=True)
+        return Job.id.in_(picked.scalar_subquery())
+
     await session.execute(
         update(Job)
-        .where(Job.status == "running", Job.lease_until < now)
+        .where(expired(Job.attempts >= MAX_JOB_ATTEMPTS))
+        .values(status="failed", lease_owner=None, lease_until=None,
+                last_error=f"lease expired: the worker stopped while running it "
+                           f"({MAX_JOB_ATTEMPTS} attempts)")
+        .execution_options(synchronize_session=False)
+    )
+    await session.execute(
+        update(Job)
+        .where(expired())
         .values(status="queued", lease_owner=None, lease_until=None, run_at=now)
         .execution_options(synchronize_session=False)
     )
@@ -102,7 +133,9 @@ class Scheduler:
         clock: Clock | None = None,
         worker_id: str = "scheduler",
         interval: float = 1.0,
+        settings: Any = None,
     ) -> None:
+        self.settings = settings
         self.sessions = sessions
         self.clock = clock or Clock()
         self.worker_id = worker_id
@@ -110,6 +143,8 @@ class Scheduler:
         self._stop = asyncio.Event()
 
     async def run_due(self) -> int:
+        if self.settings is not None:
+            _SETTINGS.set(self.settings)
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
             await reclaim_expired(session, now)
@@ -121,15 +156,25 @@ class Scheduler:
     async def _run(self, item: Job) -> None:
         handler = HANDLERS.get(item.kind)
         now = self.clock.now()
+        mine = (Job.id == item.id, Job.lease_owner == self.worker_id, Job.status == "running")
         try:
             if handler is None:
                 raise LookupError(f"no handler for job kind {item.kind!r}")
             async with self.sessions() as session, session.begin():
-                await handler(session, item, now)
-                await session.execute(
-                    update(Job).where(Job.id == item.id)
+                # Marked done first, in the handler's own transaction: the work and the mark
+                # commit together, the row stays locked while the handler runs (another
+                # scheduler's reclaim skips it), and a job whose lease was taken back by
+                # another scheduler is not run here a second time.
+                owned = await session.execute(
+                    update(Job).where(*mine)
                     .values(status="done", done_at=now, lease_owner=None, lease_until=None)
+                    .execution_options(synchronize_session=False)
                 )
+                if not owned.rowcount:
+                    log.warning("job %s %s: lease lost, left to the scheduler that took it",
+                                item.kind, item.key)
+                    return
+                await handler(session, item, now)
         except Exception as exc:  # a failing job is retried, never lost
             log.warning("job %s %s failed: %s", item.kind, item.key, exc)
             delay = backoff(item.attempts, MAX_JOB_ATTEMPTS)
@@ -142,7 +187,10 @@ class Scheduler:
             else:
                 values.update(status="queued", run_at=now + timedelta(seconds=max(delay, 1)))
             async with self.sessions() as session, session.begin():
-                await session.execute(update(Job).where(Job.id == item.id).values(**values))
+                await session.execute(
+                    update(Job).where(*mine).values(**values)
+                    .execution_options(synchronize_session=False)
+                )
 
     async def run(self) -> None:
         while not self._stop.is_set():

@@ -34,13 +34,15 @@ class Services:
     def outbox_worker(self, **kwargs: object) -> OutboxWorker:
         worker = OutboxWorker(
             self.sessions, self.registry, self.clock, metrics=self.metrics,
-            worker_id=worker_name(), **kwargs,  # type: ignore[arg-type]
+            worker_id=worker_name(), settings=self.settings,
+            **kwargs,  # type: ignore[arg-type]
         )
         self.workers.append(worker)
         return worker
 
     def scheduler(self) -> Scheduler:
-        return Scheduler(self.sessions, self.clock, worker_id=worker_name())
+        return Scheduler(self.sessions, self.clock, worker_id=worker_name(),
+                         settings=self.settings)
 
     def wake_workers(self) -> None:
         for worker in self.workers:
@@ -60,8 +62,10 @@ async def open_services(
     if migrate:
         await upgrade(db)
     sessions = sessionmaker(db)
+    metrics = Metrics()
     services = Services(settings=settings, db=db, sessions=sessions,
-                        engine=Engine(sessions, settings, clock), clock=clock)
+                        engine=Engine(sessions, settings, clock, metrics=metrics),
+                        clock=clock, metrics=metrics)
     services.engine.on_commit = services.wake_workers
     install_engine_jobs(services.engine)
     return services

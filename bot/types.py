@@ -62,8 +62,9 @@ class Outbound:
     choices: tuple[Choice, ...] = ()
     language: str = "fr"
     priority: int = 0
+    kind: str = "reply"  # "template": WhatsApp's approved template (outside the 24 h window)
     media_url: str | None = None
-    template: dict[str, Any] | None = None
+    media_type: str | None = None
 
 
 PRIORITY_REPLY = 0

@@ -13,10 +13,12 @@ import itertools
 import os
 import shutil
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
 import pytest
+import time_machine
 
 from bot.config import Settings, load_settings
 from bot.services import Services, open_services
@@ -55,6 +57,18 @@ async def _migrate(url: str) -> None:
         await upgrade(engine)
     finally:
         await engine.dispose()
+
+
+# Tests start on a Tuesday morning in Paris (inside the default opening hours, outside quiet
+# hours) so that nothing depends on when the suite runs; time still flows (tick=True) and
+# tests that need another moment travel again.
+START = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fixed_start() -> Iterator[None]:
+    with time_machine.travel(START, tick=True):
+        yield
 
 
 @pytest.fixture(scope="session")

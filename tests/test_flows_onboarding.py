@@ -12,16 +12,24 @@ from tests.dialog import Dialog, choose
 async def test_first_message_gets_welcome_privacy_and_language_question(services):
     dialog = Dialog(services)
     got = Dialog.texts(await dialog.send("bonjour"))
-    assert "Relais" in got[0] and got[0].startswith("Bonjour")
-    assert "OUBLIER" in got[1]
-    assert "Choisissez votre langue" in got[2] and "Choose your language" in got[2]
+    assert len(got) == 1  # joined: one SMS to pay for, no WhatsApp pair-rate wait
+    welcome, privacy, question = got[0].split("\n\n")
+    assert welcome == "Bonjour ! Ici Relais. Nous vous aidons pour vos démarches en ligne."
+    assert "OUBLIER" in privacy
+    assert question == (
+        "Choisissez votre langue : / Choose your language:\n1. Français\n2. English"
+    )
     assert Dialog.last_choices(await dialog.send("xx")) == ["fr", "en"]
 
 
 async def test_french_onboarding_to_menu_and_human(services):
     dialog = Dialog(services)
     offered = await dialog.send("Bonjour")
-    menu = await choose(dialog, offered, "fr")
+    level = await choose(dialog, offered, "fr")
+    assert Dialog.texts(level)[0].startswith("Êtes-vous à l'aise avec internet")
+    postcode = await choose(dialog, level, "skip")
+    news = await choose(dialog, postcode, "skip")
+    menu = await choose(dialog, news, "skip")
     assert Dialog.texts(menu)[0].startswith("De quoi avez-vous besoin")
     assert "human" in Dialog.last_choices(menu)
     reply = await choose(dialog, menu, "human")
@@ -34,25 +42,33 @@ async def test_french_onboarding_to_menu_and_human(services):
 async def test_english_onboarding_keeps_english(services):
     dialog = Dialog(services)
     offered = await dialog.send("hello")
-    menu = await choose(dialog, offered, "en")
-    assert Dialog.texts(menu)[0] == (
-        "What do you need? Send the number.\n1. Talk to a person\n2. Change language"
+    level = await choose(dialog, offered, "en")
+    assert Dialog.texts(level)[0].startswith("Are you at ease with the internet")
+    postcode = await choose(dialog, level, "skip")
+    news = await choose(dialog, postcode, "skip")
+    menu = await choose(dialog, news, "skip")
+    assert Dialog.texts(menu)[0].startswith(
+        "What do you need? Send the number.\n1. Talk to a person\n"
     )
+    assert Dialog.texts(menu)[0].endswith(". Change language")
     again = await dialog.send("blah")
     assert Dialog.texts(again)[0].startswith("Sorry, I did not understand. Send HELP")
+    assert Dialog.texts(again)[0].endswith(". Change language")
 
 
 async def test_telegram_language_hint_skips_the_question(services):
     dialog = Dialog(services)
     got = await dialog.send("salut", language_hint="en-GB")
     assert Dialog.texts(got)[0].startswith("Hello! This is Relais.")
-    assert "human" in Dialog.last_choices(got)
+    assert Dialog.last_choices(got) == ["none", "little", "ease", "skip"]  # ease question
 
 
 async def test_choice_by_word_number_and_keyword(services):
     dialog = Dialog(services, who="bob")
     await dialog.send("bonjour")
-    menu = await dialog.send("Un.")  # "un" is 1: French
+    await dialog.send("Un.")  # "un" is 1: French
+    for _question in ("level", "postcode", "news"):
+        menu = await dialog.send("passer")
     assert "human" in Dialog.last_choices(menu)
     assert "répondre" in Dialog.texts(await dialog.send("PARLER"))[0]
 
@@ -99,8 +115,8 @@ async def test_stop_confirms_once_then_silence_until_start(services):
     assert await dialog.send("bonjour") == []
     assert await dialog.send("aide") == []
     back = Dialog.texts(await dialog.send("Start"))
-    assert back[0] == "Bon retour. Vous allez à nouveau recevoir nos messages."
-    assert back[1].startswith("De quoi avez-vous besoin")
+    assert back[0].startswith("Bon retour. Vous allez à nouveau recevoir nos messages.\n\n")
+    assert "De quoi avez-vous besoin" in back[0]
 
 
 async def test_stop_svp_is_not_stop(services):
@@ -136,7 +152,7 @@ async def test_menu_keyword_and_unknown_booking(services):
     await choose(dialog, offered, "fr")
     assert Dialog.texts(await dialog.send("Menu"))[0].startswith("De quoi avez-vous besoin")
     got = Dialog.texts(await dialog.send("annuler"))
-    assert got[0] == "Vous n'avez pas de rendez-vous téléphonique."
+    assert got[0].startswith("Vous n'avez pas de rendez-vous téléphonique.\n\nDe quoi")
 
 
 async def test_telegram_start_with_payload_begins_onboarding(services):
@@ -157,4 +173,4 @@ async def test_duplicate_provider_id_is_answered_once(services):
         Inbound("terminal", "terminal:alice", "bonjour", provider_id="SM1"))
     assert (first.outcome, second.outcome) == (Outcome.WRITTEN, Outcome.DUPLICATE)
     await dialog.drain()
-    assert len(dialog.recorder.sent) == 3
+    assert len(dialog.recorder.sent) == 1

@@ -15,7 +15,14 @@ Closer = Callable[[Services], Awaitable[None]]
 CONFIGURERS: list[tuple[Configurer, Closer | None]] = []
 
 
+def register(configure: Configurer, close: Closer | None = None) -> None:
+    """Called by each provider module at import."""
+    CONFIGURERS.append((configure, close))
+
+
 async def configure_channels(services: Services) -> None:
+    from bot.channels import providers  # noqa: F401 - registers the provider adapters
+
     for configure, _close in CONFIGURERS:
         await configure(services)
     if not services.registry.names():

@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
-from bot.cli import chat, db, serve  # noqa: F401 - they register their commands
+from bot.cli import (  # noqa: F401 - importing a module registers its commands
+    broadcast,
+    channels,
+    chat,
+    checkins,
+    contacts,
+    db,
+    queue,
+    report,
+    resources,
+    rights,
+    serve,
+    slots,
+    staff,
+)
 from bot.cli.root import app
 
 __all__ = ["app"]

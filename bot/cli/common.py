@@ -23,7 +23,7 @@ err = Console(stderr=True, highlight=False)
 
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    err.print(f"relais: {message}", markup=False)
+    sys.stderr.write(f"relais: {message}\n")
     sys.exit(code)
 
 

@@ -1,5 +1,16 @@
 """The conversations. Importing this package registers every flow."""
 
-from bot.flows import escalation, menu, onboarding  # noqa: F401
+from bot.flows import (  # noqa: F401
+    callbacks,
+    checkins,
+    escalation,
+    forget,
+    menu,
+    onboarding,
+    places,
+    privacy,
+    resources,
+    staff,
+)
 
 FLOWS_LOADED = True

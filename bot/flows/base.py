@@ -53,6 +53,7 @@ class Context:
     message: Message | None = None
     is_new: bool = False
     sent: list[Outbox] = field(default_factory=list)
+    pending: list[Pending] = field(default_factory=list)
 
     @property
     def _(self) -> Translator:  # noqa: N802 - the gettext convention
@@ -72,24 +73,35 @@ class Context:
         priority: int = PRIORITY_REPLY,
         max_attempts: int = 8,
         force: bool = False,
-    ) -> Outbox | None:
-        """Queue a message to the person on the address they last wrote from.
+    ) -> None:
+        """Say something to the person, on the address they last wrote from.
 
-        Nothing is queued for a person who said STOP (``force`` is for the STOP
-        confirmation itself) or to an address the provider blocked.
+        Nothing is said to a person who said STOP (``force`` is for the STOP confirmation
+        itself) or on an address the provider blocked. Messages are written to the outbox
+        by ``flush`` at the end of the step, consecutive ones joined into one.
         """
         if isinstance(reply, str):
             reply = Reply(reply)
         if self.address is None:
-            return None
+            return
         if self.contact.opted_out_at is not None and not force:
-            return None
+            return
         if self.address.blocked_at is not None and not force:
-            return None
-        return enqueue(
-            self.session, self.contact, self.address, reply, now=self.now, kind=kind,
-            priority=priority, max_attempts=max_attempts, sink=self.sent,
-        )
+            return
+        self.pending.append(Pending(reply, kind, priority, max_attempts))
+
+    def flush(self) -> None:
+        """Write what the step said to the outbox, joining consecutive messages."""
+        if self.address is None:
+            self.pending.clear()
+            return
+        for item in join_replies(self.pending, self.address.channel):
+            enqueue(
+                self.session, self.contact, self.address, item.reply, now=self.now,
+                kind=item.kind, priority=item.priority, max_attempts=item.max_attempts,
+                sink=self.sent,
+            )
+        self.pending.clear()
 
     def ask(self, reply: Reply) -> None:
         """Say a question and remember its choices, so "2" or "deux" can be resolved."""
@@ -160,6 +172,44 @@ class Context:
         )
 
 
+@dataclass(frozen=True)
+class Pending:
+    reply: Reply
+    kind: str
+    priority: int
+    max_attempts: int
+
+
+JOIN_MAX_SMS_SEGMENTS = 2
+JOIN_MAX_CHARS = 1000
+
+
+def join_replies(items: list[Pending], channel: str) -> list[Pending]:
+    """Join consecutive messages into one where it stays short: fewer SMS to pay for and
+    no WhatsApp pair-rate wait. A message with choices ends a group (its question last)."""
+    joined: list[Pending] = []
+    for item in items:
+        if joined:
+            last = joined[-1]
+            same = (last.kind, last.priority, last.max_attempts) == (
+                item.kind, item.priority, item.max_attempts
+            )
+            if same and not last.reply.choices:
+                text = last.reply.text + "\n\n" + item.reply.text
+                rendered = numbered(text, item.reply.choices)
+                fits = (
+                    sms.segments(sms.normalise(rendered)) <= JOIN_MAX_SMS_SEGMENTS
+                    if channel == "sms"
+                    else len(rendered) <= JOIN_MAX_CHARS
+                )
+                if fits:
+                    joined[-1] = Pending(Reply(text, item.reply.choices), item.kind,
+                                         item.priority, item.max_attempts)
+                    continue
+        joined.append(item)
+    return joined
+
+
 def _rank(priority: str) -> int:
     return {"urgent": 0, "normal": 1, "low": 2}.get(priority, 1)
 
@@ -223,6 +273,17 @@ class Flow:
 
 
 FLOWS: dict[str, Flow] = {}
+
+# Hooks that see every inbound event before keywords and flows (staff commands, danger
+# words, the relay to a mediator). A hook returns True when it handled the event.
+StepHook = Callable[["Context"], Awaitable[bool]]
+STEP_HOOKS: list[StepHook] = []
+
+
+def add_step_hook(hook: StepHook, *, first: bool = False) -> StepHook:
+    if hook not in STEP_HOOKS:
+        STEP_HOOKS.insert(0, hook) if first else STEP_HOOKS.append(hook)
+    return hook
 
 
 def register(flow: Flow) -> Flow:

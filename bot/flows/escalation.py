@@ -1,27 +1,87 @@
-"""A human one word away: tickets from AIDE, the menu, or after misunderstandings.
+"""A human one word away: tickets from AIDE, the menu, a check-in, a photo, danger words or
+after misunderstandings; the wait (and the relay once a mediator holds the ticket); the
+hours when nobody answers; the one question after a close.
 
-The mediator queue itself (take, relay, close) builds on these tickets.
+The queue itself (take, reply, close…) lives in ``bot.queue``; staff notices in
+``bot.notify``; danger words in ``bot.danger``.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
-from bot.flows.base import STAY, Context, Flow, Next, State, choice, register
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot import hours, notify, queue
+from bot.flows.base import FLOWS, STAY, Context, Flow, Next, State, choice, register
+from bot.quiet import may_send_proactive, next_allowed
+from bot.scheduler import job, schedule
+from bot.storage.models import Job, Outbox, Staff, Ticket
 from bot.types import Reply
 
+if TYPE_CHECKING:
+    from bot.danger import Found
+
 ACK_EVERY = timedelta(minutes=30)
+SATISFACTION_JOB = "ticket.satisfaction"
+DANGER_TOLD = "danger_told"  # conversation data: the ticket whose numbers were sent
 
 
-async def request_human(ctx: Context, source: str, priority: str = "normal") -> Next:
+def _tz(ctx: Context) -> str:
+    return ctx.contact.timezone or ctx.settings.timezone
+
+
+async def request_human(
+    ctx: Context, source: str, priority: str = "normal", topic: str | None = None
+) -> Next:
+    """Open (or join) the person's ticket, tell staff, and tell the person what happens."""
     _ = ctx._
-    ticket, created = await ctx.open_ticket(source, priority)
+    before = await ctx.open_ticket_of()
+    prior = before.priority if before is not None else None
+    ticket, created = await ctx.open_ticket(source, priority, topic)
+    if topic and ticket.topic is None:
+        ticket.topic = topic
+    if created or prior != ticket.priority:
+        await notify.ticket_opened(ctx, ticket)
+    ctx.remember(acked_at=ctx.now.isoformat())
+    if ticket.state == queue.TAKEN and ticket.mediator_id is not None:
+        holder = await ctx.session.get(Staff, ticket.mediator_id)
+        if holder is not None:
+            ctx.say(queue.intro(ctx, holder))
+            return "ticket.waiting"
+    if not hours.is_open(ctx.settings, ctx.now):
+        when = hours.when_open_words(_, ctx.settings, ctx.now, _tz(ctx))
+        if when is None:
+            ctx.say(_("Thank you. Our team is away now. A person will read your message "
+                      "as soon as possible."))
+        else:
+            ctx.say(_("Thank you. Our team is away now. A person will read your message "
+                      "{when}.", when=when))
+        if ticket.priority != "urgent" and source != "callback" and await _call_possible(ctx):
+            return "ticket.after_hours"
+        return "ticket.waiting"
     if created:
         ctx.say(_("Thank you. A person from {org} will answer you here.", org=ctx.org))
     else:
         ctx.say(_("We have your request. A person will answer you here."))
-    ctx.remember(acked_at=ctx.now.isoformat())
     return "ticket.waiting"
+
+
+async def _call_possible(ctx: Context) -> bool:
+    """A callback can be offered: the flow exists, a slot is free, none is booked yet."""
+    if "callbacks" not in FLOWS:
+        return False
+    if await queue.pending_callback(ctx.session, ctx.contact.id) is not None:
+        return False
+    try:
+        from bot.slots import free_slots
+    except ImportError:  # pragma: no cover - shipped with the callbacks flow
+        return True
+    return bool(await free_slots(ctx.session, ctx.now, limit=1))
+
+
+# -- waiting, then talking with a mediator ---------------------------------------------------
 
 
 async def waiting(ctx: Context) -> Next:
@@ -29,25 +89,58 @@ async def waiting(ctx: Context) -> Next:
 
 
 async def waiting_text(ctx: Context, text: str) -> Next:
-    """A message while a ticket is open joins it; the person is told now and then."""
+    """A message while a ticket is open joins it (the person is told now and then); once a
+    mediator holds the ticket, it goes to them."""
     ticket = await ctx.open_ticket_of()
     if ticket is None:  # closed meanwhile: start fresh
         return "menu.main"
+    if await notify.relay_to_holder(ctx, ticket, text):
+        return STAY
+    if ctx.inbound is not None and ctx.inbound.media:
+        ctx.say(ctx._("Thank you, we received it. A person will look at it."))
+        ctx.remember(acked_at=ctx.now.isoformat())
+        return STAY
     last = ctx.recall("acked_at")
-    if last is None or ctx.now - _parse(last) >= ACK_EVERY:
+    if last is None or ctx.now - datetime.fromisoformat(last) >= ACK_EVERY:
         ctx.say(ctx._("Your message is saved. A person will answer you here."))
         ctx.remember(acked_at=ctx.now.isoformat())
     return STAY
 
 
-async def offer(ctx: Context) -> Next:
+# -- outside opening hours: a call instead? ---------------------------------------------------
+
+
+def _yes_no(ctx: Context) -> tuple:
     _ = ctx._
-    ctx.ask(
-        Reply(
-            _("Do you want to talk to a person?"),
-            (choice("yes", _("Yes"), "oui", "yes", "ok"), choice("no", _("No"), "non", "no")),
-        )
-    )
+    return (choice("yes", _("Yes"), "oui", "yes", "ok"), choice("no", _("No"), "non", "no"))
+
+
+async def after_hours(ctx: Context) -> Next:
+    ctx.ask(Reply(ctx._("Do you want us to call you back on the phone instead?"),
+                  _yes_no(ctx)))
+    return None
+
+
+async def after_hours_answered(ctx: Context, choice_id: str) -> Next:
+    if choice_id == "yes" and "callbacks" in FLOWS:
+        return "callbacks.offer"
+    ctx.say(ctx._("All right. You can write your message here."))
+    return "ticket.waiting"
+
+
+async def after_hours_text(ctx: Context, text: str) -> Next:
+    await waiting_text(ctx, text)
+    return "ticket.waiting"
+
+
+# -- after misunderstandings ----------------------------------------------------------------
+
+
+async def offer(ctx: Context) -> Next:
+    if await ctx.open_ticket_of() is not None:
+        ctx.say(ctx._("Your message is saved. A person will answer you here."))
+        return "ticket.waiting"
+    ctx.ask(Reply(ctx._("Do you want to talk to a person?"), _yes_no(ctx)))
     return None
 
 
@@ -57,10 +150,109 @@ async def offer_answered(ctx: Context, choice_id: str) -> Next:
     return "menu.main"
 
 
-def _parse(value: str):  # noqa: ANN202 - tiny local helper
-    from datetime import datetime
+# -- danger words ---------------------------------------------------------------------------
 
-    return datetime.fromisoformat(value)
+
+def emergency_numbers(ctx: Context) -> str:
+    """The emergency numbers; the first line says nothing a lock screen should not show."""
+    return ctx._(
+        "Here are useful numbers, free, day and night:\n"
+        "17 or 112: police, emergency\n"
+        "15: medical emergency\n"
+        "3919: violence against women, anonymous\n"
+        "115: emergency shelter\n"
+        "114: by text message if you cannot speak\n"
+        "3114: suicidal thoughts\n"
+        "119: a child in danger"
+    )
+
+
+async def danger(ctx: Context, found: Found, text: str) -> None:
+    """Danger words: an urgent ticket, every on-duty staff member told at once, and the
+    emergency numbers for the person (once per ticket)."""
+    _ = ctx._
+    before = await ctx.open_ticket_of()
+    told = before is not None and ctx.recall(DANGER_TOLD) == before.id
+    ticket, _created = await ctx.open_ticket("danger", "urgent", found.category)
+    if ticket.topic is None:
+        ticket.topic = found.category
+    ctx.event("danger", category=found.category, language=found.language)
+    if not told:
+        await notify.ticket_opened(ctx, ticket)
+        ctx.say(emergency_numbers(ctx))
+        ctx.remember(**{DANGER_TOLD: ticket.id})
+    if await notify.relay_to_holder(ctx, ticket, text):
+        pass
+    elif not told:
+        if hours.is_open(ctx.settings, ctx.now):
+            ctx.say(_("Thank you for telling us. A person from {org} will answer you here "
+                      "very soon.", org=ctx.org))
+        else:
+            ctx.say(_("Thank you for telling us. A person from {org} will read your message "
+                      "as soon as possible.", org=ctx.org))
+        ctx.remember(acked_at=ctx.now.isoformat())
+    else:
+        await waiting_text(ctx, text)
+    queue.enter(ctx, "ticket.waiting")
+
+
+# -- after a close: one question ------------------------------------------------------------
+
+
+async def ask_satisfaction(ctx: Context, ticket: Ticket, sink: list[Outbox]) -> None:
+    """"Did we help you?" now, or when the person's quiet hours end. Either way the next
+    message they send starts fresh."""
+    queue.enter(ctx, "menu.main")
+    if not queue.reachable(ctx):
+        return
+    tz = _tz(ctx)
+    if not may_send_proactive(ctx.settings, tz, ctx.now, ctx.contact.last_inbound_at):
+        await schedule(ctx.session, SATISFACTION_JOB, f"ticket:{ticket.id}",
+                       next_allowed(ctx.settings.quiet, tz, ctx.now),
+                       notify.settings_payload(ctx.settings))
+        return
+    _ask_satisfaction(ctx, ticket)
+    ctx.flush()
+    sink.extend(ctx.sent)
+
+
+def _ask_satisfaction(ctx: Context, ticket: Ticket) -> None:
+    _ = ctx._
+    queue.enter(ctx, "ticket.satisfaction")
+    ctx.remember(satisfaction_ticket=ticket.id)
+    ctx.ask(Reply(_("Did we help you?"), _yes_no(ctx)))
+
+
+@job(SATISFACTION_JOB)
+async def _satisfaction_job(session: AsyncSession, item: Job, now: datetime) -> None:
+    ticket = await session.get(Ticket, int(item.key.partition(":")[2]))
+    if ticket is None or ticket.state != queue.CLOSED:
+        return
+    ctx = await queue.citizen_context(session, notify.job_settings(item.payload), now,
+                                      ticket.contact_id)
+    wrote = ctx.contact.last_inbound_at
+    if (wrote is not None and ticket.closed_at is not None and wrote > ticket.closed_at) \
+            or not queue.reachable(ctx):
+        return  # they wrote since: the question would only confuse
+    _ask_satisfaction(ctx, ticket)
+    ctx.flush()
+
+
+async def satisfaction(ctx: Context) -> Next:
+    return None
+
+
+async def satisfaction_answered(ctx: Context, choice_id: str) -> Next:
+    ctx.event("ticket.satisfaction", answer=choice_id)
+    if choice_id == "yes":
+        ctx.say(ctx._("Thank you! Write to us any time."))
+    else:
+        ctx.say(ctx._("Thank you for telling us. Send AIDE to talk to a person again."))
+    return "menu.main!quiet"
+
+
+async def satisfaction_text(ctx: Context, text: str) -> Next:
+    return "menu.main"  # anything else: a fresh start
 
 
 FLOW = register(
@@ -69,6 +261,12 @@ FLOW = register(
         {
             "waiting": State(enter=waiting, on_text=waiting_text, expires=False),
             "offer": State(enter=offer, on_choice=offer_answered),
+            "after_hours": State(enter=after_hours, on_choice=after_hours_answered,
+                                 on_text=after_hours_text),
+            "satisfaction": State(enter=satisfaction, on_choice=satisfaction_answered,
+                                  on_text=satisfaction_text),
         },
     )
 )
+
+from bot import danger as _danger  # noqa: E402,F401 - registers the danger-words step hook

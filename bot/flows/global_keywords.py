@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from bot.flows import callbacks
 from bot.flows import keywords as kw
 from bot.flows.base import Context, Next, cancel_queued
 from bot.flows.escalation import request_human
@@ -41,11 +42,6 @@ async def on_start(ctx: Context) -> Next:
     return "menu.main"
 
 
-async def on_booking(ctx: Context) -> Next:
-    ctx.say(ctx._("You have no phone appointment booked."))
-    return "menu.main"
-
-
 async def on_forget(ctx: Context) -> Next:
     ticket, _created = await ctx.open_ticket(source="forget", topic="forget")
     ctx.say(ctx._("A person will erase your data and tell you when it is done."))
@@ -58,7 +54,7 @@ ACTIONS = {
     kw.LANGUAGE: on_language,
     kw.STOP: on_stop,
     kw.START: on_start,
-    kw.CANCEL_BOOKING: on_booking,
-    kw.MOVE_BOOKING: on_booking,
+    kw.CANCEL_BOOKING: callbacks.cancel_keyword,
+    kw.MOVE_BOOKING: callbacks.move_keyword,
     kw.FORGET: on_forget,
 }

@@ -18,15 +18,19 @@ class MenuItem:
 
 
 MENU_ITEMS: list[MenuItem] = []
+# The order people see; items not listed here come after, in the order they were added.
+MENU_ORDER = ("human", "callback", "resources", "places", "checkins", "language")
 
 
-def add_item(item: MenuItem, position: int | None = None) -> None:
-    """Add (or replace) a menu item; ``position`` counts from 0."""
-    for index, existing in enumerate(MENU_ITEMS):
-        if existing.id == item.id:
-            MENU_ITEMS[index] = item
-            return
-    MENU_ITEMS.insert(len(MENU_ITEMS) if position is None else position, item)
+def add_item(item: MenuItem) -> None:
+    """Add (or replace) a menu item, keeping ``MENU_ORDER``."""
+    others = [existing for existing in MENU_ITEMS if existing.id != item.id]
+    others.append(item)
+
+    def rank(entry: MenuItem) -> int:
+        return MENU_ORDER.index(entry.id) if entry.id in MENU_ORDER else len(MENU_ORDER)
+
+    MENU_ITEMS[:] = sorted(others, key=rank)
 
 
 async def show(ctx: Context) -> Next:

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
@@ -84,7 +85,15 @@ class Address(Base):
     """One way to reach a person: ``channel:external_id``."""
 
     __tablename__ = "addresses"
-    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "external_id"),
+        Index("ix_addresses_contact", "contact_id"),
+        Index(
+            "ix_addresses_paused", "paused_until",
+            postgresql_where=text("paused_until IS NOT NULL"),
+            sqlite_where=text("paused_until IS NOT NULL"),
+        ),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
     channel: Mapped[str] = mapped_column(String(16))
@@ -131,6 +140,7 @@ class Message(Base):
     __table_args__ = (
         UniqueConstraint("direction", "channel", "provider_id"),
         Index("ix_messages_contact_created", "contact_id", "created_at"),
+        Index("ix_messages_address", "address_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
@@ -178,6 +188,18 @@ class Outbox(Base):
         Index("ix_outbox_claim", "status", "next_attempt_at"),
         Index("ix_outbox_order", "contact_id", "priority", "id"),
         Index("ix_outbox_provider", "channel", "provider_id"),
+        # What a claim scans: only rows still to send (partial index, both databases).
+        Index(
+            "ix_outbox_ready", "channel", "priority", "id",
+            postgresql_where=text("status IN ('queued', 'in_doubt')"),
+            sqlite_where=text("status IN ('queued', 'in_doubt')"),
+        ),
+        # Foreign keys that deletes and cancels look up.
+        Index("ix_outbox_fallback_of", "fallback_of"),
+        Index("ix_outbox_address", "address_id"),
+        Index("ix_outbox_message", "message_id"),
+        Index("ix_outbox_ticket", "ticket_id"),
+        Index("ix_outbox_broadcast", "broadcast_id"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
@@ -203,6 +225,8 @@ class Outbox(Base):
     provider_id: Mapped[str | None] = mapped_column(String(128))
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_reason: Mapped[str | None] = mapped_column(String(500))
+    failure: Mapped[str | None] = mapped_column(String(32))  # bot.channels.base.Failure
+    held: Mapped[bool] = mapped_column(Boolean, default=False)  # waits for the person to write
     fallback_of: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
     broadcast_id: Mapped[int | None] = mapped_column(BigId)
     ticket_id: Mapped[int | None] = mapped_column(ForeignKey("tickets.id", ondelete="SET NULL"))
@@ -296,6 +320,7 @@ class MediaItem(Base):
     """A citizen's photo or voice note: a provider reference, fetched on demand for staff."""
 
     __tablename__ = "media"
+    __table_args__ = (Index("ix_media_contact", "contact_id"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), index=True
@@ -320,6 +345,94 @@ class Event(Base):
     value: Mapped[dict[str, Any] | None]
 
 
+class Resource(Base):
+    """A help resource of the catalogue (YAML file, merged by id)."""
+
+    __tablename__ = "resources"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    theme: Mapped[str] = mapped_column(String(64))
+    level: Mapped[int | None] = mapped_column(Integer)  # the ease level it suits, 1..3
+    url: Mapped[str] = mapped_column(String(500))
+    texts: Mapped[dict[str, Any]] = mapped_column(JSON)  # {lang: {"title": …, "text": …}}
+    keywords: Mapped[list[Any]] = mapped_column(JSON)
+    updated_at: Mapped[datetime]
+
+
+class Place(Base):
+    """A digital-inclusion place (LaMednum ``standard-mediation-num`` open data)."""
+
+    __tablename__ = "places"
+    __table_args__ = (Index("ix_places_postcode", "postcode"),)
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    address: Mapped[str | None] = mapped_column(String(300))
+    postcode: Mapped[str | None] = mapped_column(String(10))
+    commune: Mapped[str | None] = mapped_column(String(200))
+    latitude: Mapped[float | None]
+    longitude: Mapped[float | None]
+    phone: Mapped[str | None] = mapped_column(String(32))
+    hours: Mapped[str | None] = mapped_column(String(500))  # OpenStreetMap opening_hours
+    services: Mapped[str | None] = mapped_column(Text)
+    booking_url: Mapped[str | None] = mapped_column(String(500))
+    extra: Mapped[dict[str, Any] | None]
+    updated_at: Mapped[datetime]
+
+
+class Slot(Base):
+    """A phone callback slot a mediator opened; one person each."""
+
+    __tablename__ = "slots"
+    __table_args__ = (Index("ix_slots_start", "status", "start_at"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    start_at: Mapped[datetime]
+    minutes: Mapped[int] = mapped_column(Integer)
+    mediator_id: Mapped[int | None] = mapped_column(ForeignKey("staff.id", ondelete="SET NULL"))
+    # open, booked, cancelled, done
+    status: Mapped[str] = mapped_column(String(16), default="open")
+    contact_id: Mapped[int | None] = mapped_column(
+        ForeignKey("contacts.id", ondelete="SET NULL"), index=True
+    )
+    phone: Mapped[str | None] = mapped_column(String(32))  # the number to call (E.164)
+    booked_at: Mapped[datetime | None]
+    outcome: Mapped[str | None] = mapped_column(String(32))  # reached, no-answer
+    created_at: Mapped[datetime]
+
+
+class CheckinRule(Base):
+    """Check-in cadence for a tag or one person (the person's own rule wins)."""
+
+    __tablename__ = "checkin_rules"
+    __table_args__ = (UniqueConstraint("tag", "contact_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    tag: Mapped[str | None] = mapped_column(String(64))
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    every_days: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime]
+
+
+class Checkin(Base):
+    """One check-in sent to a person, and what became of it."""
+
+    __tablename__ = "checkins"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    contact_id: Mapped[int] = mapped_column(
+        ForeignKey("contacts.id", ondelete="CASCADE"), index=True
+    )
+    sent_at: Mapped[datetime]
+    reminded_at: Mapped[datetime | None]
+    answered_at: Mapped[datetime | None]
+    answer: Mapped[str | None] = mapped_column(String(32))  # ok, help, callback, stop
+    no_news_at: Mapped[datetime | None]  # the "no news" item for mediators was created
+
+
+class KeyValue(Base):
+    """Small internal values, e.g. the generated key that signs media links."""
+
+    __tablename__ = "kv"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class Suppression(Base):
     """Salted hashes of addresses that must stay unreachable after erasure."""
 
@@ -341,4 +454,7 @@ PERSONAL_DATA: tuple[tuple[type[Base], str], ...] = (
     (Outbox, "contact_id"),
     (Ticket, "contact_id"),
     (Staff, "contact_id"),
+    (Slot, "contact_id"),
+    (CheckinRule, "contact_id"),
+    (Checkin, "contact_id"),
 )

@@ -88,6 +88,10 @@ def create_app(
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    from bot.channels import providers  # noqa: F401 - registers the provider adapters
+    from bot.web import media
+
+    media.install(app)
     for install in ROUTE_INSTALLERS:
         install(app)
     return app

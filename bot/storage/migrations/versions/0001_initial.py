@@ -69,11 +69,48 @@ def upgrade() -> None:
         batch_op.create_index("ix_jobs_claim", ["status", "run_at"], unique=False)
 
     op.create_table(
+        "kv",
+        sa.Column("key", sa.String(length=64), nullable=False),
+        sa.Column("value", sa.Text(), nullable=False),
+        sa.PrimaryKeyConstraint("key", name=op.f("pk_kv")),
+    )
+    op.create_table(
+        "places",
+        sa.Column("id", sa.String(length=128), nullable=False),
+        sa.Column("name", sa.String(length=300), nullable=False),
+        sa.Column("address", sa.String(length=300), nullable=True),
+        sa.Column("postcode", sa.String(length=10), nullable=True),
+        sa.Column("commune", sa.String(length=200), nullable=True),
+        sa.Column("latitude", sa.Double(), nullable=True),
+        sa.Column("longitude", sa.Double(), nullable=True),
+        sa.Column("phone", sa.String(length=32), nullable=True),
+        sa.Column("hours", sa.String(length=500), nullable=True),
+        sa.Column("services", sa.Text(), nullable=True),
+        sa.Column("booking_url", sa.String(length=500), nullable=True),
+        sa.Column("extra", sa.JSON(), nullable=True),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_places")),
+    )
+    with op.batch_alter_table("places", schema=None) as batch_op:
+        batch_op.create_index("ix_places_postcode", ["postcode"], unique=False)
+
+    op.create_table(
         "rate_limits",
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("tat", sa.DateTime(timezone=True), nullable=False),
         sa.Column("paused_until", sa.DateTime(timezone=True), nullable=True),
         sa.PrimaryKeyConstraint("key", name=op.f("pk_rate_limits")),
+    )
+    op.create_table(
+        "resources",
+        sa.Column("id", sa.String(length=64), nullable=False),
+        sa.Column("theme", sa.String(length=64), nullable=False),
+        sa.Column("level", sa.Integer(), nullable=True),
+        sa.Column("url", sa.String(length=500), nullable=False),
+        sa.Column("texts", sa.JSON(), nullable=False),
+        sa.Column("keywords", sa.JSON(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_resources")),
     )
     op.create_table(
         "suppressions",
@@ -104,6 +141,56 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_addresses")),
         sa.UniqueConstraint("channel", "external_id", name=op.f("uq_addresses_channel")),
     )
+    with op.batch_alter_table("addresses", schema=None) as batch_op:
+        batch_op.create_index("ix_addresses_contact", ["contact_id"], unique=False)
+        batch_op.create_index(
+            "ix_addresses_paused",
+            ["paused_until"],
+            unique=False,
+            postgresql_where=sa.text("paused_until IS NOT NULL"),
+            sqlite_where=sa.text("paused_until IS NOT NULL"),
+        )
+
+    op.create_table(
+        "checkin_rules",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("tag", sa.String(length=64), nullable=True),
+        sa.Column(
+            "contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("every_days", sa.Integer(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_checkin_rules_contact_id_contacts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_checkin_rules")),
+        sa.UniqueConstraint("tag", "contact_id", name=op.f("uq_checkin_rules_tag")),
+    )
+    op.create_table(
+        "checkins",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column(
+            "contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False
+        ),
+        sa.Column("sent_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("reminded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("answer", sa.String(length=32), nullable=True),
+        sa.Column("no_news_at", sa.DateTime(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_checkins_contact_id_contacts"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_checkins")),
+    )
+    with op.batch_alter_table("checkins", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_checkins_contact_id"), ["contact_id"], unique=False)
+
     op.create_table(
         "consents",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -177,6 +264,40 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_staff")),
         sa.UniqueConstraint("contact_id", name=op.f("uq_staff_contact_id")),
     )
+    op.create_table(
+        "slots",
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
+        sa.Column("start_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("minutes", sa.Integer(), nullable=False),
+        sa.Column(
+            "mediator_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column(
+            "contact_id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
+        ),
+        sa.Column("phone", sa.String(length=32), nullable=True),
+        sa.Column("booked_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("outcome", sa.String(length=32), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["contact_id"],
+            ["contacts.id"],
+            name=op.f("fk_slots_contact_id_contacts"),
+            ondelete="SET NULL",
+        ),
+        sa.ForeignKeyConstraint(
+            ["mediator_id"],
+            ["staff.id"],
+            name=op.f("fk_slots_mediator_id_staff"),
+            ondelete="SET NULL",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_slots")),
+    )
+    with op.batch_alter_table("slots", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_slots_contact_id"), ["contact_id"], unique=False)
+        batch_op.create_index("ix_slots_start", ["status", "start_at"], unique=False)
+
     op.create_table(
         "tickets",
         sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
@@ -263,6 +384,7 @@ def upgrade() -> None:
         ),
     )
     with op.batch_alter_table("messages", schema=None) as batch_op:
+        batch_op.create_index("ix_messages_address", ["address_id"], unique=False)
         batch_op.create_index(
             "ix_messages_contact_created", ["contact_id", "created_at"], unique=False
         )
@@ -322,6 +444,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_media")),
     )
     with op.batch_alter_table("media", schema=None) as batch_op:
+        batch_op.create_index("ix_media_contact", ["contact_id"], unique=False)
         batch_op.create_index(batch_op.f("ix_media_message_id"), ["message_id"], unique=False)
 
     op.create_table(
@@ -352,6 +475,8 @@ def upgrade() -> None:
         sa.Column("provider_id", sa.String(length=128), nullable=True),
         sa.Column("error_code", sa.String(length=32), nullable=True),
         sa.Column("error_reason", sa.String(length=500), nullable=True),
+        sa.Column("failure", sa.String(length=32), nullable=True),
+        sa.Column("held", sa.Boolean(), nullable=False),
         sa.Column(
             "fallback_of", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=True
         ),
@@ -400,9 +525,21 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_outbox")),
     )
     with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.create_index("ix_outbox_address", ["address_id"], unique=False)
+        batch_op.create_index("ix_outbox_broadcast", ["broadcast_id"], unique=False)
         batch_op.create_index("ix_outbox_claim", ["status", "next_attempt_at"], unique=False)
+        batch_op.create_index("ix_outbox_fallback_of", ["fallback_of"], unique=False)
+        batch_op.create_index("ix_outbox_message", ["message_id"], unique=False)
         batch_op.create_index("ix_outbox_order", ["contact_id", "priority", "id"], unique=False)
         batch_op.create_index("ix_outbox_provider", ["channel", "provider_id"], unique=False)
+        batch_op.create_index(
+            "ix_outbox_ready",
+            ["channel", "priority", "id"],
+            unique=False,
+            postgresql_where=sa.text("status IN ('queued', 'in_doubt')"),
+            sqlite_where=sa.text("status IN ('queued', 'in_doubt')"),
+        )
+        batch_op.create_index("ix_outbox_ticket", ["ticket_id"], unique=False)
 
     # ### end Alembic commands ###
 
@@ -410,13 +547,24 @@ def upgrade() -> None:
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
     with op.batch_alter_table("outbox", schema=None) as batch_op:
+        batch_op.drop_index("ix_outbox_ticket")
+        batch_op.drop_index(
+            "ix_outbox_ready",
+            postgresql_where=sa.text("status IN ('queued', 'in_doubt')"),
+            sqlite_where=sa.text("status IN ('queued', 'in_doubt')"),
+        )
         batch_op.drop_index("ix_outbox_provider")
         batch_op.drop_index("ix_outbox_order")
+        batch_op.drop_index("ix_outbox_message")
+        batch_op.drop_index("ix_outbox_fallback_of")
         batch_op.drop_index("ix_outbox_claim")
+        batch_op.drop_index("ix_outbox_broadcast")
+        batch_op.drop_index("ix_outbox_address")
 
     op.drop_table("outbox")
     with op.batch_alter_table("media", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_media_message_id"))
+        batch_op.drop_index("ix_media_contact")
 
     op.drop_table("media")
     with op.batch_alter_table("ticket_notes", schema=None) as batch_op:
@@ -426,6 +574,7 @@ def downgrade() -> None:
     with op.batch_alter_table("messages", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_messages_ticket_id"))
         batch_op.drop_index("ix_messages_contact_created")
+        batch_op.drop_index("ix_messages_address")
 
     op.drop_table("messages")
     with op.batch_alter_table("tickets", schema=None) as batch_op:
@@ -433,6 +582,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_tickets_contact_id"))
 
     op.drop_table("tickets")
+    with op.batch_alter_table("slots", schema=None) as batch_op:
+        batch_op.drop_index("ix_slots_start")
+        batch_op.drop_index(batch_op.f("ix_slots_contact_id"))
+
+    op.drop_table("slots")
     op.drop_table("staff")
     op.drop_table("conversations")
     op.drop_table("contact_tags")
@@ -440,9 +594,28 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_consents_contact_id"))
 
     op.drop_table("consents")
+    with op.batch_alter_table("checkins", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_checkins_contact_id"))
+
+    op.drop_table("checkins")
+    op.drop_table("checkin_rules")
+    with op.batch_alter_table("addresses", schema=None) as batch_op:
+        batch_op.drop_index(
+            "ix_addresses_paused",
+            postgresql_where=sa.text("paused_until IS NOT NULL"),
+            sqlite_where=sa.text("paused_until IS NOT NULL"),
+        )
+        batch_op.drop_index("ix_addresses_contact")
+
     op.drop_table("addresses")
     op.drop_table("suppressions")
+    op.drop_table("resources")
     op.drop_table("rate_limits")
+    with op.batch_alter_table("places", schema=None) as batch_op:
+        batch_op.drop_index("ix_places_postcode")
+
+    op.drop_table("places")
+    op.drop_table("kv")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_claim")
 

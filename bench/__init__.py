@@ -1,0 +1,1 @@
+"""Benchmark scripts that print figures (run by hand: ``python -m bench.engine``)."""

@@ -1,0 +1,3 @@
+"""Importing this module registers every provider adapter (routes and channel setup)."""
+
+from bot.channels import telegram, twilio, whatsapp  # noqa: F401

@@ -1,0 +1,327 @@
+"""``relais queue``: the escalation queue from the command line, the same operations as the
+staff chat commands. Commands that act take ``--as ADDRESS`` (a registered staff member);
+read commands take ``--json``."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.cli.root import app
+from bot.cli.staff import NotFound, Usage, check_address, execute
+from bot.clock import Clock
+from bot.config import Settings
+
+queue_app = typer.Typer(help="The escalation queue.", no_args_is_help=True)
+app.add_typer(queue_app, name="queue")
+
+AS_HELP = "The staff member acting (sms:+33…, telegram:ID…)"
+
+
+def _iso(moment: datetime | None, tz: str) -> str | None:
+    return None if moment is None else moment.astimezone(ZoneInfo(tz)).isoformat()
+
+
+async def _staff(session: AsyncSession, address: str) -> Any:
+    from bot.staff import find_staff
+
+    member = await find_staff(session, address)
+    if member is None:
+        raise Usage(f"--as: no staff member at {address} (relais staff add)")
+    return member
+
+
+def _failed(error: Any) -> Exception:
+    """A queue refusal as the CLI's one line (exit 1)."""
+    who = f" by {error.by.name}" if getattr(error, "by", None) is not None else ""
+    messages = {
+        "not_found": f"no ticket {error.ticket_id}",
+        "closed": f"ticket {error.ticket_id} is closed",
+        "taken": f"ticket {error.ticket_id} was already taken{who}",
+        "not_yours": f"ticket {error.ticket_id} is held{who}",
+        "empty": "TEXT must not be empty",
+    }
+    if error.code == "empty":
+        return Usage(messages["empty"])
+    return NotFound(messages.get(error.code, str(error)))
+
+
+def _ticket_json(item: Any, now: datetime, tz: str) -> dict[str, Any]:
+    ticket = item.ticket
+    return {
+        "id": ticket.id, "state": ticket.state, "priority": ticket.priority,
+        "source": ticket.source, "topic": ticket.topic, "person": item.person,
+        "first_name": item.first_name, "language": ticket.language,
+        "channel": ticket.channel, "level": ticket.level,
+        "created_at": _iso(ticket.created_at, tz), "taken_at": _iso(ticket.taken_at, tz),
+        "closed_at": _iso(ticket.closed_at, tz),
+        "waiting_minutes": int(item.waited(now).total_seconds() // 60),
+        "mediator": item.mediator_address,
+        "mediator_name": item.mediator.name if item.mediator else None,
+        "outcome": ticket.outcome, "first_words": item.words,
+    }
+
+
+async def _entries_json(session: AsyncSession, config: Settings, entries: list[Any],
+                        now: datetime, tz: str) -> list[dict[str, Any]]:
+    from bot import queue
+    from bot.i18n import Translator
+    from bot.web.media import media_link
+
+    english = Translator("en")
+    out = []
+    for entry in entries:
+        media = [{"id": media_id, "content_type": content_type,
+                  "url": await media_link(session, config.base_url, media_id, now)}
+                 for media_id, content_type in entry.media]
+        text = queue.note_text(english, entry.text) if entry.kind == "system" else entry.text
+        out.append({"at": _iso(entry.at, tz), "kind": entry.kind, "who": entry.who,
+                    "text": text, "media": media})
+    return out
+
+
+def _print_entries(rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        who = row["who"] or ("mediator" if row["kind"] == "out" else "Relais")
+        mark = {"note": " [note]", "system": " [*]", "out": " >"}.get(row["kind"], "")
+        typer.echo(f"{row['at']}{mark} {who}: {row['text']}")
+        for media in row["media"]:
+            typer.echo(f"    {media['content_type']}: {media['url']}")
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+@queue_app.command("list")
+def list_(
+    as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout"),
+    everything: bool = typer.Option(False, "--all", help="Closed tickets too"),
+) -> None:
+    """Open and taken tickets, most urgent first, then oldest first."""
+    from bot import queue
+
+    async def work(session: AsyncSession, config: Settings) -> list[dict[str, Any]]:
+        now = Clock().now()
+        states = (queue.OPEN, queue.TAKEN, queue.CLOSED) if everything else queue.ACTIVE
+        items = await queue.list_tickets(session, states)
+        return [_ticket_json(item, now, config.timezone) for item in items]
+
+    rows = execute(work)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo("nobody is waiting")
+        return
+    table = Table("id", "priority", "state", "waiting", "person", "lang", "channel",
+                  "mediator", "first words")
+    for r in rows:
+        table.add_row(str(r["id"]), r["priority"], r["state"], f"{r['waiting_minutes']} min",
+                      f"{r['first_name'] or '?'} ({r['person'] or '-'})", r["language"] or "",
+                      r["channel"] or "", r["mediator_name"] or "", r["first_words"] or
+                      f"[{r['source']}]")
+    Console(highlight=False, width=160).print(table)
+
+
+@queue_app.command("show")
+def show(
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
+) -> None:
+    """One ticket: the person, its last messages, notes, photos and voice notes (signed
+    links), a booked callback."""
+    from bot import queue
+    from bot.web.media import media_link
+
+    async def work(session: AsyncSession, config: Settings) -> dict[str, Any]:
+        now, tz = Clock().now(), config.timezone
+        try:
+            ticket = await queue.get_ticket(session, ticket_id)
+        except queue.QueueError as error:
+            raise _failed(error) from None
+        data = _ticket_json(await queue.info(session, ticket), now, tz)
+        entries = await queue.history(session, ticket)
+        talk = [e for e in entries if e.kind in ("in", "out")][-10:]
+        data["messages"] = await _entries_json(session, config, talk, now, tz)
+        data["notes"] = await _entries_json(
+            session, config, [e for e in entries if e.kind == "note"], now, tz)
+        data["media"] = [
+            {"id": m.id, "content_type": m.content_type, "created_at": _iso(m.created_at, tz),
+             "url": await media_link(session, config.base_url, m.id, now)}
+            for m in await queue.media_of(session, ticket)
+        ]
+        slot = await queue.pending_callback(session, ticket.contact_id)
+        data["callback"] = None if slot is None else {
+            "slot_id": slot.id, "start": _iso(slot.start_at, tz), "phone": slot.phone}
+        return data
+
+    data = execute(work)
+    if as_json:
+        typer.echo(json.dumps(data, ensure_ascii=False))
+        return
+    typer.echo(f"#{data['id']} {data['priority']} {data['state']} - {data['first_name'] or '?'}"
+               f" ({data['person']}, {data['language']}, level {data['level'] or '?'}) - "
+               f"waiting {data['waiting_minutes']} min"
+               + (f" - held by {data['mediator_name']}" if data["mediator_name"] else ""))
+    if data["messages"]:
+        typer.echo("messages:")
+        _print_entries(data["messages"])
+    if data["notes"]:
+        typer.echo("notes:")
+        _print_entries(data["notes"])
+    if data["media"]:
+        typer.echo("photos and voice notes:")
+        for media in data["media"]:
+            typer.echo(f"  {media['id']} {media['content_type']} {media['url']}")
+    if data["callback"]:
+        cb = data["callback"]
+        typer.echo(f"callback booked: slot {cb['slot_id']} at {cb['start']} ({cb['phone']})")
+
+
+@queue_app.command("history")
+def history(
+    ticket_id: int = typer.Argument(..., metavar="ID"),
+    as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout"),
+) -> None:
+    """Everything about a ticket, in order: messages, answers, notes, hand-overs."""
+    from bot import queue
+
+    async def work(session: AsyncSession, config: Settings) -> list[dict[str, Any]]:
+        try:
+            ticket = await queue.get_ticket(session, ticket_id)
+        except queue.QueueError as error:
+            raise _failed(error) from None
+        entries = await queue.history(session, ticket)
+        return await _entries_json(session, config, entries, Clock().now(), config.timezone)
+
+    rows = execute(work)
+    if as_json:
+        typer.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    _print_entries(rows)
+
+
+# -- acting -------------------------------------------------------------------------------------
+
+
+def _act(as_: str, action: Any) -> str:
+    """Run ``action(session, config, now, staff)`` for the staff member ``--as``."""
+    from bot import queue
+
+    acting = check_address(as_)
+
+    async def work(session: AsyncSession, config: Settings) -> str:
+        staff = await _staff(session, acting)
+        try:
+            return await action(session, config, Clock().now(), staff)
+        except queue.QueueError as error:
+            raise _failed(error) from None
+
+    return execute(work)
+
+
+def _undelivered(done: Any) -> str:
+    return "" if done.delivered else " (the person cannot get messages now: STOP or blocked)"
+
+
+@queue_app.command("take")
+def take(ticket_id: int = typer.Argument(..., metavar="ID"),
+         as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
+    """Take a ticket: the person is told who answers (first name only)."""
+    from bot import queue
+
+    async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
+        done = await queue.take(session, config, now, ticket_id, staff)
+        verb = "already held" if done.already else "took"
+        return f"{verb} #{ticket_id} as {staff.name}{_undelivered(done)}"
+
+    typer.echo(_act(as_, action))
+
+
+@queue_app.command("reply")
+def reply(ticket_id: int = typer.Argument(..., metavar="ID"),
+          text: str = typer.Argument(..., metavar="TEXT"),
+          as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
+    """Answer the person (an open ticket is taken first)."""
+    from bot import queue
+
+    async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
+        done = await queue.reply(session, config, now, ticket_id, staff, text)
+        took = f"took #{ticket_id}; " if done.took else ""
+        return f"{took}reply to #{ticket_id} queued{_undelivered(done)}"
+
+    typer.echo(_act(as_, action))
+
+
+@queue_app.command("note")
+def note(ticket_id: int = typer.Argument(..., metavar="ID"),
+         text: str = typer.Argument(..., metavar="TEXT"),
+         as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
+    """An internal note: the person never sees it."""
+    from bot import queue
+
+    async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
+        await queue.note(session, now, ticket_id, staff, text)
+        return f"note added to #{ticket_id}"
+
+    typer.echo(_act(as_, action))
+
+
+@queue_app.command("release")
+def release(ticket_id: int = typer.Argument(..., metavar="ID"),
+            as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
+    """Put a ticket you hold back in the queue."""
+    from bot import queue
+
+    async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
+        done = await queue.release(session, config, now, ticket_id, staff)
+        return f"#{ticket_id} was not taken" if done.already else f"#{ticket_id} is back in " \
+            "the queue"
+
+    typer.echo(_act(as_, action))
+
+
+@queue_app.command("transfer")
+def transfer(ticket_id: int = typer.Argument(..., metavar="ID"),
+             address: str = typer.Argument(..., metavar="ADDRESS",
+                                           help="The colleague's address"),
+             as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
+    """Pass a ticket to another staff member, who is told at once."""
+    from bot import queue
+
+    target_address = check_address(address)
+
+    async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
+        from bot.staff import find_staff
+
+        target = await find_staff(session, target_address)
+        if target is None:
+            raise NotFound(f"no staff member at {target_address}")
+        done = await queue.transfer(session, config, now, ticket_id, staff, target)
+        if done.already:
+            return f"#{ticket_id} already belongs to {target.name}"
+        duty = "" if target.on_duty else f" ({target.name} is off duty)"
+        return f"#{ticket_id} passed to {target.name}{duty}"
+
+    typer.echo(_act(as_, action))
+
+
+@queue_app.command("close")
+def close(ticket_id: int = typer.Argument(..., metavar="ID"),
+          outcome: str | None = typer.Option(None, "--outcome", help="What was done"),
+          as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
+    """Close a ticket; the person is asked whether we helped."""
+    from bot import queue
+
+    async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
+        done = await queue.close(session, config, now, ticket_id, staff, outcome)
+        return f"#{ticket_id} was already closed" if done.already else f"closed #{ticket_id}"
+
+    typer.echo(_act(as_, action))

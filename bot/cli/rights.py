@@ -1,0 +1,67 @@
+"""``relais export ADDRESS`` (GDPR access: everything about a person as JSON on stdout) and
+``relais forget ADDRESS [--yes]`` (erasure; anonymous counts stay for reports)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import typer
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.cli.common import EXIT_NOT_FOUND, fail
+from bot.cli.contacts import NotFound, check_address, execute
+from bot.cli.root import app
+
+
+@app.command("export")
+def export(
+    address: str = typer.Argument(..., help="sms:+33…, whatsapp:+33…, telegram:ID, or a number"),
+) -> None:
+    """Everything Relais holds about one person, as one JSON object on stdout."""
+    from bot import rights
+    from bot.staff import find_contact
+
+    target = check_address(address)
+
+    async def work(session: AsyncSession, now: Any) -> dict[str, Any]:
+        contact = await find_contact(session, target)
+        data = None if contact is None else await rights.export(session, contact.id, now)
+        if data is None:
+            raise NotFound(f"no contact at {target}")
+        return {"address": target, **data}
+
+    typer.echo(json.dumps(execute(work), ensure_ascii=False, indent=2))
+
+
+@app.command("forget")
+def forget(
+    address: str = typer.Argument(..., help="The person's address"),
+    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
+) -> None:
+    """Erase everything about a person (GDPR erasure). If they had said STOP, their
+    addresses stay unreachable (a salted hash is kept on the suppression list)."""
+    from bot import rights
+    from bot.staff import find_contact
+
+    target = check_address(address)
+    if not yes and sys.stdin.isatty():
+        if not typer.confirm(f"Erase everything about {target}? This cannot be undone"):
+            fail("nothing erased", EXIT_NOT_FOUND)
+
+    async def work(session: AsyncSession, now: Any) -> tuple[str | None, rights.Erased]:
+        contact = await find_contact(session, target)
+        if contact is not None:
+            contact = await rights.lock_contact(session, contact.id)
+        if contact is None:
+            raise NotFound(f"no contact at {target}")
+        name = contact.name
+        return name, await rights.forget(session, contact, now, source="cli")
+
+    name, erased = execute(work)
+    who = f"{name} ({target})" if name else target
+    typer.echo(f"forgot {who}: erased {erased.describe()}")
+    if erased.suppressed:
+        typer.echo(f"{erased.suppressed} address(es) kept on the suppression list "
+                   "(they had said STOP): imports and broadcasts will skip them")

@@ -1,0 +1,170 @@
+"""``relais staff``: who may use staff commands, and who is on duty.
+
+Staff powers come only from here, never from a chat.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.addresses import AddressError
+from bot.cli.common import EXIT_NOT_FOUND, EXIT_USAGE, fail, run, settings, setup_logging
+from bot.cli.root import app
+from bot.clock import Clock
+from bot.config import Settings
+
+T = TypeVar("T")
+
+staff_app = typer.Typer(help="Mediators and coordinators.", no_args_is_help=True)
+app.add_typer(staff_app, name="staff")
+
+
+class NotFound(Exception):
+    """Exit 1 with this one line."""
+
+
+class Usage(Exception):
+    """Exit 2 with this one line."""
+
+
+async def in_transaction(
+    config: Settings, work: Callable[[AsyncSession, Settings], Awaitable[T]]
+) -> T:
+    """Open the database (migrating it), run ``work`` in one transaction, close."""
+    from bot.services import open_services
+
+    services = await open_services(config)
+    try:
+        async with services.sessions() as session, session.begin():
+            return await work(session, config)
+    finally:
+        await services.close()
+
+
+def execute(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
+    """Run ``work`` against the configured database; NotFound → exit 1, Usage → exit 2."""
+    setup_logging("WARNING")
+    config = settings()
+    try:
+        return run(lambda: in_transaction(config, work))
+    except NotFound as exc:
+        fail(str(exc), EXIT_NOT_FOUND)
+    except (Usage, AddressError) as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def check_address(address: str) -> str:
+    from bot.addresses import parse_address
+
+    try:
+        return str(parse_address(address))
+    except AddressError as exc:
+        fail(f"bad address {exc}", EXIT_USAGE)
+
+
+@staff_app.command("add")
+def add(
+    address: str = typer.Argument(..., help="sms:+33…, whatsapp:+33…, telegram:ID, or a number"),
+    name: str = typer.Option(..., "--name", help="The name colleagues know them by"),
+    role: str = typer.Option("mediator", "--role", help="mediator or coordinator"),
+) -> None:
+    """Register a staff member (on duty), or update their name and role."""
+    from bot import staff
+
+    target = check_address(address)
+    if role not in staff.ROLES:
+        fail(f"--role must be one of: {', '.join(staff.ROLES)}", EXIT_USAGE)
+    if not name.strip():
+        fail("--name must not be empty", EXIT_USAGE)
+
+    async def work(session: AsyncSession, config: Settings) -> bool:
+        _member, created = await staff.add_staff(
+            session, target, name=name.strip(), role=role, now=Clock().now(),
+            default_timezone=config.timezone,
+        )
+        return created
+
+    created = execute(work)
+    typer.echo(f"{'added' if created else 'updated'} {role} {name.strip()} ({target})")
+
+
+@staff_app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout")) -> None:
+    """Staff members, their addresses and whether they are on duty."""
+    from bot import staff
+
+    async def work(session: AsyncSession, config: Settings) -> list[Any]:
+        return await staff.list_staff(session)
+
+    rows = execute(work)
+    if as_json:
+        typer.echo(json.dumps([
+            {"id": r.id, "address": r.address, "addresses": list(r.addresses), "name": r.name,
+             "role": r.role, "on_duty": r.on_duty, "created_at": r.created_at.isoformat()}
+            for r in rows
+        ], ensure_ascii=False))
+        return
+    if not rows:
+        typer.echo("no staff yet: relais staff add ADDRESS --name NAME --role mediator")
+        return
+    table = Table("name", "role", "on duty", "addresses")
+    for r in rows:
+        table.add_row(r.name, r.role, "yes" if r.on_duty else "no", ", ".join(r.addresses))
+    Console(highlight=False).print(table)
+
+
+def _unknown(address: str) -> NotFound:
+    return NotFound(f"no staff member at {address}")
+
+
+@staff_app.command("remove")
+def remove(address: str = typer.Argument(..., help="Their address")) -> None:
+    """Take away staff powers (the person stays a contact)."""
+    from bot.staff import find_staff
+
+    target = check_address(address)
+
+    async def work(session: AsyncSession, config: Settings) -> str:
+        member = await find_staff(session, target)
+        if member is None:
+            raise _unknown(target)
+        await session.delete(member)
+        return member.name
+
+    name = execute(work)
+    typer.echo(f"removed {name} ({target}) from staff")
+
+
+def _set_duty(address: str, on_duty: bool) -> None:
+    from bot.staff import find_staff
+
+    target = check_address(address)
+
+    async def work(session: AsyncSession, config: Settings) -> str:
+        member = await find_staff(session, target)
+        if member is None:
+            raise _unknown(target)
+        member.on_duty = on_duty
+        return member.name
+
+    name = execute(work)
+    typer.echo(f"{name} ({target}) is {'on' if on_duty else 'off'} duty")
+
+
+@staff_app.command("on")
+def on(address: str = typer.Argument(..., help="Their address")) -> None:
+    """Put a staff member on duty."""
+    _set_duty(address, True)
+
+
+@staff_app.command("off")
+def off(address: str = typer.Argument(..., help="Their address")) -> None:
+    """Take a staff member off duty."""
+    _set_duty(address, False)

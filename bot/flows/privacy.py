@@ -1,0 +1,33 @@
+"""Private data a person sent (a password, a card or social-security number) is masked
+before it is stored (``bot.pii``); this hook kindly tells them, once a day at most, not to
+send such things. It never handles the event itself: the message then goes on as usual."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from bot import pii  # noqa: F401 - registers the private-data detectors
+from bot.flows.base import Context, add_step_hook
+from bot.staff import staff_for_contact
+
+WARN_AGAIN_AFTER = timedelta(hours=24)
+WARNED_AT = "private_data_warned_at"
+
+
+async def warn_about_private_data(ctx: Context) -> bool:
+    message = ctx.message
+    if message is None or not message.masked:
+        return False
+    ctx.event("private_data.masked", kinds=sorted(message.masked))
+    last = ctx.recall(WARNED_AT)
+    if last is not None and ctx.now - datetime.fromisoformat(last) < WARN_AGAIN_AFTER:
+        return False
+    if await staff_for_contact(ctx.session, ctx.contact.id) is not None:
+        return False
+    ctx.say(ctx._("For your safety, do not send passwords, codes, card or bank account "
+                  "numbers or your social security number here. We have hidden them."))
+    ctx.remember(**{WARNED_AT: ctx.now.isoformat()})
+    return False
+
+
+add_step_hook(warn_about_private_data, first=True)

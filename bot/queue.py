@@ -1,0 +1,572 @@
+"""The escalation queue: tickets listed most urgent then oldest, taken by one mediator (a
+conditional ``UPDATE … WHERE state = 'open'`` whose row count names the winner), answered,
+annotated, released, transferred and closed. Staff chat commands and ``relais queue`` both
+call these functions; they speak to the citizen themselves (the relay) and leave what is
+said to the staff member to the caller.
+
+Locks: an operation first locks the citizen's contact row (as the engine does for the
+citizen's own messages), then changes the ticket. The order is always staff → citizen →
+ticket, so a mediator's command and the citizen's message never deadlock.
+
+System entries of a ticket's history (taken, released, transferred, closed, back to the
+queue) are notes whose body starts with ``@@``; ``note_text`` words them per language.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.clock import Clock
+from bot.config import Settings
+from bot.flows.base import Context, enqueue
+from bot.i18n import N_, Translator
+from bot.storage.models import (
+    Address,
+    Contact,
+    Conversation,
+    MediaItem,
+    Message,
+    Outbox,
+    Slot,
+    Staff,
+    Ticket,
+    TicketNote,
+)
+from bot.types import Reply
+
+OPEN, TAKEN, CLOSED = "open", "taken", "closed"
+ACTIVE = (OPEN, TAKEN)
+PRIORITIES = ("urgent", "normal", "low")
+KIND_MEDIATOR = "mediator"  # outbox rows a mediator wrote to a citizen
+KIND_INTRO = "mediator.intro"  # "Alice, of …, answers you"
+SYSTEM = "@@"
+WORDS_MAX = 40
+RECENT_MESSAGES = 5
+
+# Open, or taken by someone removed from staff since (``mediator_id`` set to NULL).
+_TAKEABLE = or_(Ticket.state == OPEN, and_(Ticket.state == TAKEN, Ticket.mediator_id.is_(None)))
+_RANK = case({"urgent": 0, "normal": 1, "low": 2}, value=Ticket.priority, else_=1)
+
+# How a ticket came, for staff who read the queue (when the person wrote nothing yet).
+SOURCE_LABELS = {
+    "keyword": N_("asked for a person"),
+    "menu": N_("asked for a person"),
+    "misunderstood": N_("the bot did not understand"),
+    "checkin": N_("check-in: needs help"),
+    "checkin_silence": N_("check-in: no news"),
+    "media": N_("sent a photo or a voice note"),
+    "danger": N_("danger words"),
+    "callback": N_("wants a call"),
+    "forget": N_("wants their data erased"),
+    "places": N_("looking for a help desk"),
+    "resource": N_("read a help page, still stuck"),
+}
+
+
+class QueueError(Exception):
+    """An operation that cannot be done; ``code`` says why (the caller words it).
+
+    codes: ``not_found``, ``closed``, ``taken`` (``by`` = the holder), ``not_yours``
+    (``by``), ``empty`` (no text).
+    """
+
+    def __init__(self, code: str, ticket_id: int | None = None, by: Staff | None = None,
+                 detail: str = "") -> None:
+        super().__init__(f"{code}: ticket {ticket_id} {detail}".strip())
+        self.code = code
+        self.ticket_id = ticket_id
+        self.by = by
+        self.detail = detail
+
+
+# -- reading --------------------------------------------------------------------------------
+
+
+@dataclass
+class TicketInfo:
+    ticket: Ticket
+    contact: Contact
+    person: str | None  # the citizen's CHANNEL:ID (where they last wrote from)
+    words: str | None  # the first words they wrote
+    mediator: Staff | None
+    mediator_address: str | None
+
+    @property
+    def id(self) -> int:
+        return self.ticket.id
+
+    @property
+    def first_name(self) -> str | None:
+        return first_name(self.contact.name)
+
+    def waited(self, now: datetime) -> timedelta:
+        return (self.ticket.closed_at or now) - self.ticket.created_at
+
+
+def first_name(name: str | None) -> str | None:
+    """The first word of a name ("Alice Martin" → "Alice"); never the full name."""
+    if not name or not name.strip():
+        return None
+    return name.strip().split()[0]
+
+
+async def address_of(session: AsyncSession, contact: Contact) -> Address | None:
+    """Where to reach a person: the address they last wrote from, else a usable one."""
+    if contact.last_address_id is not None:
+        last = await session.get(Address, contact.last_address_id)
+        if last is not None and last.blocked_at is None:
+            return last
+    rows = (await session.scalars(
+        select(Address).where(Address.contact_id == contact.id).order_by(Address.id)
+    )).all()
+    usable = [row for row in rows if row.blocked_at is None]
+    return (usable or list(rows) or [None])[0]
+
+
+async def _words(session: AsyncSession, ticket: Ticket) -> str | None:
+    from bot.flows import keywords
+    from bot.flows.choices import number_in
+
+    bodies = (await session.scalars(
+        select(Message.body)
+        .where(Message.ticket_id == ticket.id, Message.direction == "in")
+        .order_by(Message.id).limit(20)
+    )).all()
+    for body in bodies:
+        text = " ".join((body or "").split())
+        if not text or keywords.match(text) or number_in(text) is not None:
+            continue
+        return shorten(text, WORDS_MAX)
+    return None
+
+
+def shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[:limit].rsplit(" ", 1)[0] or text[:limit]
+    return cut + "..."
+
+
+async def info(session: AsyncSession, ticket: Ticket) -> TicketInfo:
+    contact = await session.get(Contact, ticket.contact_id)
+    assert contact is not None
+    address = await address_of(session, contact)
+    mediator = await session.get(Staff, ticket.mediator_id) if ticket.mediator_id else None
+    mediator_address = None
+    if mediator is not None:
+        staff_contact = await session.get(Contact, mediator.contact_id)
+        if staff_contact is not None:
+            found = await address_of(session, staff_contact)
+            mediator_address = found.address if found else None
+    return TicketInfo(ticket, contact, address.address if address else None,
+                      await _words(session, ticket), mediator, mediator_address)
+
+
+async def get_ticket(session: AsyncSession, ticket_id: int) -> Ticket:
+    ticket = await session.get(Ticket, ticket_id, populate_existing=True)
+    if ticket is None:
+        raise QueueError("not_found", ticket_id)
+    return ticket
+
+
+async def list_tickets(
+    session: AsyncSession, states: Sequence[str] = (OPEN,)
+) -> list[TicketInfo]:
+    """Tickets in ``states``, most urgent first, then oldest first."""
+    where = Ticket.state.in_(tuple(states))
+    if OPEN in states:  # held by someone no longer staff: waiting again
+        where = or_(where, and_(Ticket.state == TAKEN, Ticket.mediator_id.is_(None)))
+    tickets = (await session.scalars(
+        select(Ticket).where(where)
+        .order_by(_RANK, Ticket.created_at, Ticket.id)
+        .execution_options(populate_existing=True)
+    )).all()
+    return [await info(session, ticket) for ticket in tickets]
+
+
+async def held_by(session: AsyncSession, staff: Staff) -> list[Ticket]:
+    return list((await session.scalars(
+        select(Ticket).where(Ticket.state == TAKEN, Ticket.mediator_id == staff.id)
+        .order_by(Ticket.taken_at, Ticket.id)
+        .execution_options(populate_existing=True)
+    )).all())
+
+
+async def count_waiting(session: AsyncSession) -> int:
+    return int(await session.scalar(
+        select(func.count()).select_from(Ticket).where(Ticket.state == OPEN)
+    ) or 0)
+
+
+async def staff_contact(session: AsyncSession, staff: Staff) -> Contact:
+    contact = await session.get(Contact, staff.contact_id)
+    assert contact is not None
+    return contact
+
+
+async def staff_name(session: AsyncSession, staff_id: int | None) -> str | None:
+    if staff_id is None:
+        return None
+    staff = await session.get(Staff, staff_id)
+    return staff.name if staff else None
+
+
+# -- history --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One line of a ticket's history."""
+
+    at: datetime
+    kind: str  # "in" (the person), "out" (a mediator to the person), "note", "system"
+    who: str | None  # a name (the person's first name, the staff member's name)
+    text: str
+    media: tuple[tuple[int, str], ...] = ()  # (media id, content type)
+
+
+async def history(session: AsyncSession, ticket: Ticket, limit: int | None = None
+                  ) -> list[Entry]:
+    """What the person wrote, what mediators answered, notes and system entries, in order."""
+    contact = await session.get(Contact, ticket.contact_id)
+    person = first_name(contact.name if contact else None)
+    entries: list[Entry] = []
+    messages = (await session.scalars(
+        select(Message).where(Message.ticket_id == ticket.id, Message.direction == "in")
+        .order_by(Message.id)
+    )).all()
+    media_rows = (await session.scalars(
+        select(MediaItem).where(MediaItem.message_id.in_([m.id for m in messages]))
+        .order_by(MediaItem.id)
+    )).all() if messages else []
+    by_message: dict[int, list[MediaItem]] = {}
+    for item in media_rows:
+        by_message.setdefault(item.message_id, []).append(item)
+    for message in messages:
+        media = tuple((m.id, m.content_type) for m in by_message.get(message.id, []))
+        entries.append(Entry(message.created_at, "in", person, message.body or "", media))
+    outs = (await session.scalars(
+        select(Outbox).where(Outbox.ticket_id == ticket.id,
+                             Outbox.contact_id == ticket.contact_id,
+                             Outbox.kind == KIND_MEDIATOR)
+        .order_by(Outbox.id)
+    )).all()
+    for row in outs:
+        entries.append(Entry(row.created_at, "out", None, row.body or ""))
+    notes = (await session.scalars(
+        select(TicketNote).where(TicketNote.ticket_id == ticket.id).order_by(TicketNote.id)
+    )).all()
+    for note in notes:
+        name = await staff_name(session, note.staff_id)
+        kind = "system" if note.body.startswith(SYSTEM) else "note"
+        entries.append(Entry(note.created_at, kind, name, note.body))
+    entries.sort(key=lambda e: e.at)
+    return entries[-limit:] if limit else entries
+
+
+def note_text(_: Translator, body: str) -> str:
+    """Words for a system entry (``@@taken``, ``@@transferred:Bob``…); a note as written."""
+    if not body.startswith(SYSTEM):
+        return body
+    action, _sep, detail = body[len(SYSTEM):].partition(":")
+    if action == "taken":
+        return _("took the ticket")
+    if action == "released":
+        return _("put the ticket back in the queue")
+    if action == "transferred":
+        return _("passed the ticket to {name}", name=detail)
+    if action == "closed":
+        return _("closed the ticket: {outcome}", outcome=detail) if detail else _(
+            "closed the ticket")
+    if action == "returned":
+        return _("back in the queue: no answer from the mediator for 2 hours")
+    return detail or action
+
+
+async def pending_callback(session: AsyncSession, contact_id: int) -> Slot | None:
+    return await session.scalar(
+        select(Slot).where(Slot.contact_id == contact_id, Slot.status == "booked")
+        .order_by(Slot.start_at).limit(1)
+    )
+
+
+async def media_of(session: AsyncSession, ticket: Ticket) -> list[MediaItem]:
+    return list((await session.scalars(
+        select(MediaItem).join(Message, Message.id == MediaItem.message_id)
+        .where(Message.ticket_id == ticket.id).order_by(MediaItem.id)
+    )).all())
+
+
+# -- speaking to the citizen --------------------------------------------------------------
+
+
+async def citizen_context(
+    session: AsyncSession, settings: Settings, now: datetime, contact_id: int
+) -> Context:
+    """A flow context for the ticket's person, their contact row locked (as the engine
+    locks it for their own messages), on the address they last wrote from."""
+    query = select(Contact).where(Contact.id == contact_id)
+    if session.bind.dialect.name == "postgresql":
+        query = query.with_for_update()
+    contact = await session.scalar(query.execution_options(populate_existing=True))
+    if contact is None:
+        raise QueueError("not_found", detail="the person was erased")
+    address = await address_of(session, contact)
+    conversation = await session.get(Conversation, contact_id, populate_existing=True)
+    if conversation is None:
+        conversation = Conversation(contact_id=contact_id, flow="menu", state="main", data={},
+                                    misunderstood=0, updated_at=now)
+        session.add(conversation)
+    return Context(session=session, settings=settings, clock=Clock(), now=now,
+                   contact=contact, address=address, conversation=conversation)
+
+
+def enter(ctx: Context, target: str) -> None:
+    """Put the person in ``target`` ("flow.state") without saying anything."""
+    flow, _sep, state = target.partition(".")
+    conversation = ctx.conversation
+    conversation.flow, conversation.state = flow, state
+    data = dict(conversation.data or {})
+    data.pop("choices", None)
+    conversation.data = data
+    conversation.expires_at = None
+    conversation.misunderstood = 0
+    conversation.updated_at = ctx.now
+
+
+def reachable(ctx: Context) -> bool:
+    return (ctx.address is not None and ctx.contact.opted_out_at is None
+            and ctx.address.blocked_at is None)
+
+
+def to_citizen(ctx: Context, ticket: Ticket, text: str, kind: str = KIND_MEDIATOR,
+               sink: list[Outbox] | None = None) -> Outbox | None:
+    """One message from a mediator to the person (joined to the ticket), or None when the
+    person cannot get it (STOP, blocked address, no address)."""
+    if not reachable(ctx):
+        return None
+    assert ctx.address is not None
+    return enqueue(ctx.session, ctx.contact, ctx.address, Reply(text), now=ctx.now,
+                   kind=kind, ticket_id=ticket.id, sink=sink)
+
+
+def intro(ctx: Context, staff: Staff, again: bool = False) -> str:
+    name = first_name(staff.name) or "?"
+    if again:
+        return ctx._("{name}, of {team}, is answering you now.", name=name, team=ctx.org)
+    return ctx._("{name}, of {team}, is answering you. Write your message here.",
+                 name=name, team=ctx.org)
+
+
+# -- acting ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Done:
+    """What an operation did; ``sent`` lists the outbox rows it wrote (to wake workers)."""
+
+    ticket: Ticket
+    already: bool = False  # nothing changed: it was already so
+    delivered: bool = True  # the person can get messages
+    took: bool = False  # a reply took an open ticket first
+    sent: list[Outbox] = field(default_factory=list)
+
+
+def _may_act(ticket: Ticket, staff: Staff) -> bool:
+    """The holder, a coordinator, or anyone while nobody holds it."""
+    return (ticket.state == OPEN or ticket.mediator_id in (None, staff.id)
+            or staff.role == "coordinator")
+
+
+async def _holder_error(session: AsyncSession, ticket: Ticket) -> QueueError:
+    holder = await session.get(Staff, ticket.mediator_id) if ticket.mediator_id else None
+    return QueueError("not_yours", ticket.id, by=holder)
+
+
+def add_note(session: AsyncSession, ticket: Ticket, staff: Staff | None, body: str,
+             now: datetime) -> TicketNote:
+    note = TicketNote(ticket_id=ticket.id, staff_id=staff.id if staff else None, body=body,
+                      created_at=now)
+    session.add(note)
+    return note
+
+
+def record_event(session: AsyncSession, kind: str, now: datetime, ticket: Ticket,
+           **value: Any) -> None:
+    from bot import events
+
+    events.record(session, kind, now, channel=ticket.channel, language=ticket.language,
+                  value={"priority": ticket.priority, "source": ticket.source, **value})
+
+
+async def take(session: AsyncSession, settings: Settings, now: datetime, ticket_id: int,
+               staff: Staff) -> Done:
+    """Claim an open ticket: exactly one of several mediators gets it."""
+    ticket = await get_ticket(session, ticket_id)
+    ctx = await citizen_context(session, settings, now, ticket.contact_id)
+    result = await session.execute(
+        update(Ticket).where(Ticket.id == ticket_id, _TAKEABLE)
+        .values(state=TAKEN, mediator_id=staff.id, taken_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    ticket = await get_ticket(session, ticket_id)
+    if result.rowcount != 1:
+        if ticket.state == TAKEN and ticket.mediator_id == staff.id:
+            return Done(ticket, already=True, delivered=reachable(ctx))
+        if ticket.state == CLOSED:
+            raise QueueError("closed", ticket_id)
+        holder = await session.get(Staff, ticket.mediator_id) if ticket.mediator_id else None
+        raise QueueError("taken", ticket_id, by=holder)
+    add_note(session, ticket, staff, SYSTEM + "taken", now)
+    record_event(session, "ticket.taken", now, ticket,
+           waited_minutes=int((now - ticket.created_at).total_seconds() // 60))
+    done = Done(ticket, delivered=reachable(ctx))
+    to_citizen(ctx, ticket, intro(ctx, staff), KIND_INTRO, done.sent)
+    enter(ctx, "ticket.waiting")
+    from bot import notify
+
+    await notify.plan_silence(session, settings, ticket, now + notify.SILENCE)
+    await session.flush()
+    return done
+
+
+async def reply(session: AsyncSession, settings: Settings, now: datetime, ticket_id: int,
+                staff: Staff, text: str) -> Done:
+    """Send ``text`` to the person; an open ticket is taken first."""
+    text = text.strip()
+    if not text:
+        raise QueueError("empty", ticket_id)
+    ticket = await get_ticket(session, ticket_id)
+    took = False
+    if ticket.state == OPEN or (ticket.state == TAKEN and ticket.mediator_id is None):
+        done = await take(session, settings, now, ticket_id, staff)
+        ticket, took = done.ticket, True
+        sent = done.sent
+    else:
+        sent = []
+    if ticket.state == CLOSED:
+        raise QueueError("closed", ticket_id)
+    if ticket.mediator_id != staff.id:
+        raise await _holder_error(session, ticket)
+    ctx = await citizen_context(session, settings, now, ticket.contact_id)
+    name = first_name(staff.name) or "?"
+    row = to_citizen(ctx, ticket, ctx._("{name}: {text}", name=name, text=text),
+                     KIND_MEDIATOR, sent)
+    if ctx.conversation.flow != "ticket" or ctx.conversation.state != "waiting":
+        enter(ctx, "ticket.waiting")  # their answer comes back to the mediator
+    record_event(session, "ticket.reply", now, ticket)
+    from bot import notify
+
+    await notify.plan_silence(session, settings, ticket, now + notify.SILENCE)
+    await session.flush()
+    return Done(ticket, delivered=row is not None, took=took, sent=sent)
+
+
+async def note(session: AsyncSession, now: datetime, ticket_id: int, staff: Staff,
+               text: str) -> Done:
+    """An internal note: never sent to the person."""
+    text = text.strip()
+    if not text:
+        raise QueueError("empty", ticket_id)
+    ticket = await get_ticket(session, ticket_id)
+    add_note(session, ticket, staff, text, now)
+    await session.flush()
+    return Done(ticket)
+
+
+async def release(session: AsyncSession, settings: Settings, now: datetime, ticket_id: int,
+                  staff: Staff, system: str = "released") -> Done:
+    """Back to the queue, for someone else to take."""
+    ticket = await get_ticket(session, ticket_id)
+    await citizen_context(session, settings, now, ticket.contact_id)  # lock order
+    ticket = await get_ticket(session, ticket_id)
+    if ticket.state == CLOSED:
+        raise QueueError("closed", ticket_id)
+    if ticket.state == OPEN or ticket.mediator_id is None:
+        return Done(ticket, already=True)
+    if not _may_act(ticket, staff):
+        raise await _holder_error(session, ticket)
+    ticket.state, ticket.mediator_id, ticket.taken_at = OPEN, None, None
+    add_note(session, ticket, staff, SYSTEM + system, now)
+    record_event(session, f"ticket.{system}", now, ticket)
+    from bot import notify
+
+    await session.flush()
+    await notify.plan_batches(session, settings, now, exclude=staff.id)
+    await notify.plan_remind(session, settings, ticket, now)
+    return Done(ticket)
+
+
+async def transfer(session: AsyncSession, settings: Settings, now: datetime, ticket_id: int,
+                   staff: Staff, target: Staff) -> Done:
+    """Give the ticket to another staff member, who is told at once."""
+    ticket = await get_ticket(session, ticket_id)
+    ctx = await citizen_context(session, settings, now, ticket.contact_id)
+    ticket = await get_ticket(session, ticket_id)
+    if ticket.state == CLOSED:
+        raise QueueError("closed", ticket_id)
+    if not _may_act(ticket, staff):
+        raise await _holder_error(session, ticket)
+    if ticket.state == TAKEN and ticket.mediator_id == target.id:
+        return Done(ticket, already=True)
+    before = ticket.mediator_id
+    ticket.state, ticket.mediator_id, ticket.taken_at = TAKEN, target.id, now
+    add_note(session, ticket, staff, f"{SYSTEM}transferred:{target.name}", now)
+    record_event(session, "ticket.transferred", now, ticket)
+    done = Done(ticket, delivered=reachable(ctx))
+    previous = await session.get(Staff, before) if before else None
+    again = previous is not None and first_name(previous.name) != first_name(target.name)
+    if previous is None or again:
+        to_citizen(ctx, ticket, intro(ctx, target, again=previous is not None), KIND_INTRO,
+                   done.sent)
+    enter(ctx, "ticket.waiting")
+    await session.flush()
+    from bot import notify
+
+    await notify.tell_transferred(session, settings, now, ticket, staff, target, done.sent)
+    await notify.plan_silence(session, settings, ticket, now + notify.SILENCE)
+    return done
+
+
+async def close(session: AsyncSession, settings: Settings, now: datetime, ticket_id: int,
+                staff: Staff, outcome: str | None = None) -> Done:
+    """Close with an outcome; the person gets one short "Did we help?" question."""
+    ticket = await get_ticket(session, ticket_id)
+    ctx = await citizen_context(session, settings, now, ticket.contact_id)
+    ticket = await get_ticket(session, ticket_id)
+    if ticket.state == CLOSED:
+        return Done(ticket, already=True)
+    if not _may_act(ticket, staff):
+        raise await _holder_error(session, ticket)
+    outcome = (outcome or "").strip()[:200] or None
+    ticket.state, ticket.closed_at, ticket.outcome = CLOSED, now, outcome
+    if ticket.mediator_id is None:
+        ticket.mediator_id = staff.id
+    add_note(session, ticket, staff, f"{SYSTEM}closed:{outcome or ''}", now)
+    record_event(session, "ticket.closed", now, ticket,
+           minutes=int((now - ticket.created_at).total_seconds() // 60))
+    done = Done(ticket, delivered=reachable(ctx))
+    from bot.flows.escalation import ask_satisfaction
+
+    await ask_satisfaction(ctx, ticket, done.sent)
+    await session.flush()
+    return done
+
+
+# -- what a mediator writes as a command -----------------------------------------------------
+
+
+_TICKET_REF = re.compile(r"^#?(\d{1,12})$")
+
+
+def ticket_number(text: str) -> int | None:
+    match = _TICKET_REF.match(text.strip())
+    return int(match.group(1)) if match else None
