@@ -49,6 +49,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from math import nan
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
@@ -79,7 +80,7 @@ from bench.common import (
     temp_database,
 )
 from bench.engine import FIRST, Person, _script
-from bot.storage.models import Outbox
+from bot.storage.models import Message, Outbox
 from tests.fakes.signing import (
     META_SIGNATURE_HEADER,
     TELEGRAM_SECRET_HEADER,
@@ -98,9 +99,10 @@ VERIFY_TOKEN = "relais-verify-bench"
 TELEGRAM_SECRET = "relais-bench-Webhook_secret-0123456789"
 FAKE_CEILING = 5000.0  # the fake's rate limit and the channel's rate: not what is measured here
 STATUS_SEQUENCE = {"twilio": ("sent", "delivered"), "whatsapp": ("delivered", "read")}
-DRAIN_CAP = 30.0  # seconds to wait for responses after the schedule
+DRAIN_CAP = 20.0  # seconds to wait for responses after the schedule
+SETTLE_CAP = 180.0  # seconds to wait for the app to finish requests the generator gave up on
 OUTBOX_CAP = 60.0  # seconds to wait for the outbox to empty between rates
-REQUEST_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 15.0  # Twilio gives up on a webhook after 15 s
 SEED = 20250611
 
 
@@ -389,7 +391,7 @@ class LoadRun:
     samples: list[Sample] = field(default_factory=list)
     unfinished: int = 0
     requests: int = 0  # pre-roll included
-    app_cpu: float = 0.0
+    app_cpu: float = 0.0  # net of the idle app's own CPU over the same time
     generator_cpu: float = 0.0
     load: tuple[float | None, float | None] = (None, None)
     sends: int = 0
@@ -398,6 +400,7 @@ class LoadRun:
     outbox_rows: int = 0
     outbox_left: int = 0
     drained_in: float | None = None
+    settled_in: float | None = 0.0  # for requests given up on: None when still running
 
     @property
     def measured(self) -> list[Sample]:
@@ -492,6 +495,28 @@ async def outbox_rows(db: BenchDB) -> int:
         return await session.scalar(select(func.count()).select_from(Outbox)) or 0
 
 
+async def inbound_rows(db: BenchDB) -> int:
+    async with db.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(Message)
+                                    .where(Message.direction == "in")) or 0
+
+
+async def wait_until_settled(db: BenchDB, cap: float) -> float | None:
+    """Requests the generator gave up on still run in the app (aiohttp does not cancel a
+    handler when its client leaves): seconds until no inbound row was added for 1.5 s, or
+    None after ``cap`` seconds."""
+    started = time.perf_counter()
+    last, still = await inbound_rows(db), 0
+    while still < 3:
+        if time.perf_counter() - started > cap:
+            return None
+        await asyncio.sleep(0.5)
+        now = await inbound_rows(db)
+        still = still + 1 if now == last else 0
+        last = now
+    return time.perf_counter() - started - 1.5
+
+
 async def wait_for_outbox(db: BenchDB, cap: float) -> float | None:
     """Seconds until nothing is left to send, or None after ``cap`` seconds."""
     started = time.perf_counter()
@@ -503,9 +528,16 @@ async def wait_for_outbox(db: BenchDB, cap: float) -> float | None:
         await asyncio.sleep(0.25)
 
 
+async def idle_cpu_rate(app: Child, seconds: float = 3.0) -> float:
+    """The app's CPU seconds per second with no traffic (scheduler, outbox polling)."""
+    before, started = await app.ask("cpu"), time.perf_counter()
+    await asyncio.sleep(seconds)
+    return (await app.ask("cpu") - before) / (time.perf_counter() - started)
+
+
 async def load_run(db: BenchDB, app: Child, fakes: Child, http: aiohttp.ClientSession,
                    url: str, signer: Signer, result: LoadRun, status_share: float,
-                   seed: int, first_person: int) -> LoadRun:
+                   seed: int, first_person: int, idle_cpu: float) -> LoadRun:
     count = max(1, int(round(result.rate * (result.preroll + result.seconds))))
     inbound, result.people = inbound_traffic(signer, count, result.preroll + result.seconds,
                                              seed, first_person)
@@ -517,6 +549,7 @@ async def load_run(db: BenchDB, app: Child, fakes: Child, http: aiohttp.ClientSe
     rows_before = await outbox_rows(db)
     result.load = (load_average(), None)
     app_cpu = await app.ask("cpu")
+    app_started = time.perf_counter()
     own_cpu = time.process_time()
     stop = asyncio.Event()
     follow = asyncio.create_task(feed.follow(stop)) if feed is not None else None
@@ -530,10 +563,15 @@ async def load_run(db: BenchDB, app: Child, fakes: Child, http: aiohttp.ClientSe
     result.offered = sum(1 for i in range(count) if i / result.rate >= result.preroll - 1e-9)
     result.requests = count
     result.generator_cpu = time.process_time() - own_cpu
-    result.app_cpu = await app.ask("cpu") - app_cpu
     result.load = (result.load[0], load_average())
     result.outbox_left = await outbox_active(db)
+    if result.unfinished or any(s.status == "TimeoutError" for s in result.samples):
+        result.settled_in = await wait_until_settled(db, SETTLE_CAP)
     result.drained_in = await wait_for_outbox(db, OUTBOX_CAP)
+    # Once every request is handled and every reply sent: the whole cost of the traffic,
+    # less what the app spends idle (scheduler, outbox polling) over the same time.
+    result.app_cpu = (await app.ask("cpu") - app_cpu
+                      - idle_cpu * (time.perf_counter() - app_started))
     result.outbox_rows = await outbox_rows(db) - rows_before
     sends, throttled = await fakes.ask(("count", signer.provider))
     result.sends, result.throttled = sends - sends_before, throttled - throttled_before
@@ -552,18 +590,19 @@ def describe(result: LoadRun) -> str:
     drained = (f"sent in {result.drained_in:.1f} s more" if result.drained_in is not None
                else f"NOT sent within {OUTBOX_CAP:.0f} s")
     mix = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
-    slowest = max((s.latency for s in accepted), default=0.0)
+    slowest = max((s.latency for s in accepted), default=nan)
     lines = [
         f"{result.backend} {result.provider} at {result.rate:,.0f}/s: {result.offered:,} "
         f"requests measured after {result.requests - result.offered:,} unmeasured, from "
         f"{result.people:,} people ({mix})",
         f"    {len(accepted):,} accepted, errors: {dict(errors) or 'none'}; steady "
-        f"{result.steady_rate:,.1f} accepted/s; latency p50 {fmt_ms(result.latency(50))} ms, "
-        f"p99 {fmt_ms(result.latency(99))} ms, max {fmt_ms(slowest)} ms"
-        + (f" (status callbacks alone: p99 {fmt_ms(result.latency(99, 'status'))} ms)"
+        f"{result.steady_rate:,.1f} accepted/s; latency p50 {ms(result.latency(50))} ms, "
+        f"p99 {ms(result.latency(99))} ms, max {ms(slowest)} ms"
+        + (f" (status callbacks alone: p99 {ms(result.latency(99, 'status'))} ms)"
            if kinds.get("status") else ""),
         f"    generator fired late by p99 {fmt_ms(percentile(lags, 99))} ms, max "
-        f"{fmt_ms(max(lags, default=0.0))} ms; CPU per request: app "
+        f"{fmt_ms(max(lags, default=0.0))} ms; CPU per request (handling it, sending the "
+        f"replies; idle use taken off): app "
         f"{1000 * result.app_cpu / max(1, result.requests):.2f} ms, generator "
         f"{1000 * result.generator_cpu / max(1, result.requests):.2f} ms; load average "
         f"{result.load[0] or 0:.1f} → {result.load[1] or 0:.1f}",
@@ -572,6 +611,10 @@ def describe(result: LoadRun) -> str:
         f"{result.outbox_left:,} still to send when the schedule ended, {drained}; status "
         f"callbacks for {result.status_messages:,} messages",
     ]
+    if result.settled_in != 0.0:
+        lines.append("    requests given up on were still running in the app: " + (
+            f"done {result.settled_in:.1f} s later" if result.settled_in is not None
+            else f"NOT done within {SETTLE_CAP:.0f} s"))
     return "\n".join(lines)
 
 
@@ -586,14 +629,17 @@ def goal_cells(result: LoadRun) -> str:
     return "; ".join(cells)
 
 
+def ms(value: float) -> str:
+    return "–" if value != value else fmt_ms(value)  # NaN: no request to measure
+
+
 def row(result: LoadRun) -> list[str]:
     errors = sum(result.errors.values())
     return [
         f"{result.backend} {result.rate:,.0f}/s", f"{result.offered:,}",
-        f"{result.steady_rate:,.1f}", f"{errors:,}", fmt_ms(result.latency(50)),
-        fmt_ms(result.latency(99)),
-        fmt_ms(max((s.latency for s in result.accepted), default=0.0)),
-        fmt_ms(percentile([s.lag for s in result.samples], 99)),
+        f"{result.steady_rate:,.1f}", f"{errors:,}", ms(result.latency(50)),
+        ms(result.latency(99)), ms(max((s.latency for s in result.accepted), default=nan)),
+        ms(percentile([s.lag for s in result.samples], 99)),
         f"{1000 * result.app_cpu / max(1, result.requests):.1f}",
         f"{result.load[0] or 0:.1f}",
         f"{result.drained_in:.1f}" if result.drained_in is not None else "> cap",
@@ -603,10 +649,13 @@ def row(result: LoadRun) -> list[str]:
 def summary_line(backend: str, provider: str, seconds: float, runs: list[LoadRun]) -> str:
     parts = []
     for r in runs:
+        errors = sum(r.errors.values())
+        kind = f" ({r.errors.most_common(1)[0][0]})" if errors else ""
         parts.append(
-            f"{r.rate:,.0f}/s → {r.steady_rate:,.0f} accepted/s, {sum(r.errors.values())} "
-            f"errors, p50 {fmt_ms(r.latency(50))} / p99 {fmt_ms(r.latency(99))} / max "
-            f"{fmt_ms(max((s.latency for s in r.accepted), default=0.0))} ms")
+            f"{r.rate:,.0f}/s → {r.steady_rate:,.0f} accepted/s, {errors} errors{kind}, p50 "
+            f"{ms(r.latency(50))} / p99 {ms(r.latency(99))} / max "
+            f"{ms(max((s.latency for s in r.accepted), default=nan))} ms, app CPU "
+            f"{1000 * r.app_cpu / max(1, r.requests):.1f} ms/request")
     goals = "; ".join(f"{r.rate:,.0f}/s {goal_cells(r)}" for r in runs if goal_cells(r))
     return (f"webhooks {backend} ({provider}, {seconds:g} s per rate, open loop): "
             f"{'; '.join(parts)}" + (f"; goals: {goals}" if goals else ""))
@@ -643,9 +692,11 @@ async def bench_backend(db: BenchDB, args: argparse.Namespace, rates: list[float
             async with Child("relais app", app_process, settings, log_path,
                              args.app_log_level, args.app_profile) as app:
                 url = settings["public_url"]
+                idle = await idle_cpu_rate(app)
                 print(f"  app on {url} (channels: {', '.join(app.ready['channels'])}), "
                       f"fake {args.provider} at {fakes.ready[args.provider]}, log at "
-                      f"{args.app_log_level}", flush=True)
+                      f"{args.app_log_level}; idle, the app uses {1000 * idle:.1f} ms of CPU "
+                      f"per second", flush=True)
                 signer = Signer(args.provider, url)
                 connector = aiohttp.TCPConnector(limit=args.connections)
                 timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
@@ -658,7 +709,7 @@ async def bench_backend(db: BenchDB, args: argparse.Namespace, rates: list[float
                                          args.preroll)
                         await load_run(db, app, fakes, http, url, signer, result,
                                        args.status_share, SEED + index,
-                                       (index + 1) * 1_000_000)
+                                       (index + 1) * 1_000_000, idle)
                         print(describe(result), flush=True)
                         results.append(result)
                         await asyncio.sleep(1.0)

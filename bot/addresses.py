@@ -12,6 +12,17 @@ PHONE_CHANNELS = ("sms", "whatsapp")
 # have their own ITU regions in libphonenumber).
 FRENCH_REGIONS = ("FR", "RE", "GP", "MQ", "GF", "YT", "PM", "NC", "PF", "WF", "BL", "MF")
 
+# National prefixes of overseas numbers that the metropolitan plan would also accept
+# (Martinique 0596…, Saint-Pierre 0508…): try their own region first.
+OVERSEAS_PREFIXES = {
+    "0262": "RE", "0263": "RE", "0692": "RE", "0693": "RE",
+    "0269": "YT", "0639": "YT",
+    "0590": "GP", "0690": "GP", "0691": "GP",
+    "0594": "GF", "0694": "GF",
+    "0596": "MQ", "0696": "MQ", "0697": "MQ",
+    "0508": "PM",
+}
+
 REGION_TIMEZONES = {
     "RE": "Indian/Reunion",
     "YT": "Indian/Mayotte",
@@ -59,7 +70,11 @@ def parse_phone(raw: str) -> phonenumbers.PhoneNumber:
     if text.startswith("00"):
         text = "+" + text[2:]
     last_error = "not a phone number"
-    regions = (None,) if text.startswith("+") else FRENCH_REGIONS
+    regions: tuple[str | None, ...] = (None,) if text.startswith("+") else FRENCH_REGIONS
+    digits = "".join(c for c in text if c.isdigit())
+    overseas = OVERSEAS_PREFIXES.get(digits[:4]) if digits.startswith("0") else None
+    if overseas is not None:
+        regions = (overseas, *[r for r in regions if r != overseas])
     for region in regions:
         try:
             number = phonenumbers.parse(text, region)

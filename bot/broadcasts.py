@@ -30,12 +30,12 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 import yaml
 from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import aliased
 
 from bot import events, sms
 from bot.addresses import POSTCODE_TIMEZONES, REGION_TIMEZONES, timezone_for
@@ -235,7 +235,8 @@ class Batch:
     full: bool  # as many contacts as asked: there may be more
 
 
-def _segment_filters(segment: Segment) -> list[Any]:
+def _contact_filters(segment: Segment) -> list[Any]:
+    """The segment's conditions on contacts (the channel is checked on their address)."""
     where: list[Any] = []
     for tag in segment.tags:
         where.append(
@@ -247,19 +248,34 @@ def _segment_filters(segment: Segment) -> list[Any]:
         where.append(func.coalesce(Contact.language, "fr") == segment.language)
     if segment.postcode:
         where.append(func.upper(Contact.postcode).like(segment.postcode + "%"))
-    if segment.channel:
-        where.append(Address.channel == segment.channel)
     return where
 
 
-def _target_address() -> Any:
-    """The address a broadcast uses: where the person last wrote from, else their first."""
-    other = aliased(Address)
-    first = (
-        select(func.min(other.id)).where(other.contact_id == Contact.id)
-        .correlate(Contact).scalar_subquery()
+def _among(column: Any, ids: list[int]) -> Any:
+    """``column`` is one of ``ids`` (sorted): a range when they are dense (no long list of
+    parameters to render and send), else a list. Extra rows of a range are ignored."""
+    if ids[-1] - ids[0] < 4 * len(ids):
+        return and_(column >= ids[0], column <= ids[-1])
+    return column.in_(ids)
+
+
+async def _addresses(
+    connection: Any, contacts: dict[int, int | None]
+) -> dict[int, tuple[int, str, str, bool, bool]]:
+    """The address a broadcast uses for each contact: where they last wrote from, else
+    their first. ``contacts`` maps contact id → last address id. Plain index lookups, so
+    the plan stays good even before the statistics of a fresh import are gathered."""
+    rows = await connection.execute(
+        select(Address.id, Address.contact_id, Address.channel, Address.external_id,
+               Address.blocked_at.is_not(None), Address.landline)
+        .where(_among(Address.contact_id, list(contacts)))
+        .order_by(Address.contact_id, Address.id)
     )
-    return func.coalesce(Contact.last_address_id, first)
+    chosen: dict[int, tuple[int, str, str, bool, bool]] = {}
+    for aid, cid, channel, ext, blocked, landline in rows.all():
+        if cid not in chosen or aid == contacts[cid]:
+            chosen[cid] = (aid, channel, ext, bool(blocked), bool(landline))
+    return chosen
 
 
 async def _suppressed(session: AsyncSession, addresses: list[str]) -> set[str]:
@@ -292,27 +308,32 @@ async def select_batch(
     broadcast_id: int | None = None,
 ) -> Batch:
     """The next ``limit`` contacts of the segment after contact id ``after``, classified."""
-    query = (
+    connection = await session.connection()  # Core rows: no ORM loading needed here
+    contacts = (await connection.execute(
         select(Contact.id, Contact.language, Contact.postcode, Contact.timezone,
-               Contact.opted_out_at, Address.id, Address.channel, Address.external_id,
-               Address.blocked_at, Address.landline)
-        .select_from(Contact)
-        .outerjoin(Address, Address.id == _target_address())
-        .where(Contact.id > after, *_segment_filters(segment))
+               Contact.opted_out_at.is_not(None), Contact.last_address_id)
+        .where(Contact.id > after, *_contact_filters(segment))
         .order_by(Contact.id)
         .limit(limit)
-    )
-    found = [
-        Candidate(cid, lang or "fr", postcode, tz, opted is not None, aid, channel, ext,
-                  blocked is not None, bool(landline))
-        for cid, lang, postcode, tz, opted, aid, channel, ext, blocked, landline
-        in (await session.execute(query)).all()
-    ]
-    if not found:
+    )).all()
+    if not contacts:
         return Batch([], Counter(), None, False)
-    low, high = found[0].contact_id, found[-1].contact_id
-    consent = await _consents(session, low, high)
-    capped = await _capped(session, settings, now, low, high, broadcast_id)
+    addresses = await _addresses(connection, {row[0]: row[5] for row in contacts})
+    found = []
+    for cid, lang, postcode, tz, opted, _last in contacts:
+        aid, channel, ext, blocked, landline = addresses.get(
+            cid, (None, None, None, False, False))
+        if segment.channel and channel != segment.channel:
+            continue  # reached on another channel: not in this segment
+        found.append(Candidate(cid, lang or "fr", postcode, tz, bool(opted), aid, channel,
+                               ext, blocked, landline))
+    high = contacts[-1][0]
+    full = len(contacts) == limit
+    if not found:
+        return Batch([], Counter(), high, full)
+    ids = [item.contact_id for item in found]
+    consent = await _consents(session, ids)
+    capped = await _capped(session, settings, now, ids, broadcast_id)
     for item in found:
         item.consent = consent.get(item.contact_id, False)
         item.capped = item.contact_id in capped
@@ -327,25 +348,24 @@ async def select_batch(
             recipients.append(item)
         else:
             excluded[reason] += 1
-    return Batch(recipients, excluded, high, len(found) == limit)
+    return Batch(recipients, excluded, high, full)
 
 
-async def _consents(session: AsyncSession, low: int, high: int) -> dict[int, bool]:
-    """The latest "news" decision of each contact with an id in [low, high]."""
+async def _consents(session: AsyncSession, ids: list[int]) -> dict[int, bool]:
+    """The latest "news" decision of each of these contacts."""
     rows = await session.execute(
         select(Consent.contact_id, Consent.granted)
-        .where(Consent.purpose == PURPOSE, Consent.contact_id >= low,
-               Consent.contact_id <= high)
+        .where(Consent.purpose == PURPOSE, _among(Consent.contact_id, ids))
         .order_by(Consent.contact_id, Consent.at, Consent.id)
     )
     return {cid: bool(granted) for cid, granted in rows.all()}  # the last one wins
 
 
 async def _capped(
-    session: AsyncSession, settings: Settings, now: datetime, low: int, high: int,
+    session: AsyncSession, settings: Settings, now: datetime, ids: list[int],
     broadcast_id: int | None,
 ) -> set[int]:
-    """Contacts (ids in [low, high]) who already got the weekly number of broadcasts.
+    """Those of these contacts who already got the weekly number of broadcasts.
 
     A broadcast counts once per person (a fallback copy is the same one) unless it was
     cancelled or failed for them; ``--test`` broadcasts do not count."""
@@ -354,7 +374,7 @@ async def _capped(
     where = [
         Outbox.broadcast_id.is_not(None),
         Outbox.broadcast_id.in_(real),
-        Outbox.contact_id >= low, Outbox.contact_id <= high,
+        _among(Outbox.contact_id, ids),
         Outbox.created_at > now - WEEK, Outbox.created_at <= now,
         or_(Outbox.status.not_in(("cancelled", "failed")), Outbox.held.is_(True)),
     ]
@@ -579,8 +599,7 @@ async def enqueue_batch(
     batch = await select_batch(session, segment, settings, now, after=broadcast.cursor,
                                limit=batch_size or BATCH, broadcast_id=broadcast.id)
     rows = _rows(broadcast, texts, batch.recipients, settings, now)
-    if rows:
-        await session.execute(insert(Outbox.__table__), rows)
+    await insert_rows(session, rows)
     _add_totals(broadcast, batch, rows)
     if batch.last_id is not None:
         broadcast.cursor = batch.last_id
@@ -629,6 +648,46 @@ def _rows(
             "updated_at": now,
         })
     return rows
+
+
+async def insert_rows(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """Write outbox rows in bulk, in the session's transaction. The driver's own bulk path
+    (PostgreSQL ``COPY``, SQLite ``executemany`` with values converted once by the column
+    types) writes 100,000 rows about twice as fast as an ORM or Core ``executemany``."""
+    if not rows:
+        return
+    table = Outbox.__table__
+    columns = list(rows[0])
+    connection = await session.connection()
+    dialect = connection.dialect
+    if dialect.name == "postgresql":
+        raw = (await connection.get_raw_connection()).driver_connection
+        await raw.copy_records_to_table(
+            table.name, columns=columns,
+            records=[tuple(row[c] for c in columns) for row in rows])
+        return
+    if dialect.name != "sqlite":
+        await session.execute(insert(table), rows)
+        return
+    processors = {i: process for i, c in enumerate(columns)
+                  if (process := table.c[c].type.dialect_impl(dialect).bind_processor(dialect))}
+    converted: dict[tuple[int, Any], Any] = {}  # few distinct times and flags per batch
+    pick = itemgetter(*columns)
+    params = []
+    for row in rows:
+        values = list(pick(row))
+        for index, process in processors.items():
+            value = values[index]
+            if value is not None:
+                key = (index, value)
+                if key not in converted:
+                    converted[key] = process(value)
+                values[index] = converted[key]
+        params.append(tuple(values))
+    quote = dialect.identifier_preparer.quote
+    statement = (f"INSERT INTO {table.name} ({', '.join(quote(c) for c in columns)}) "
+                 f"VALUES ({', '.join('?' for _ in columns)})")
+    await connection.exec_driver_sql(statement, params)
 
 
 def _add_totals(broadcast: Broadcast, batch: Batch, rows: list[dict[str, Any]]) -> None:
@@ -703,8 +762,7 @@ async def _enqueue_test(
     for row in rows:
         row["next_attempt_at"] = now
         row["priority"] = PRIORITY_REPLY  # the coordinator is waiting for it
-    if rows:
-        await session.execute(insert(Outbox.__table__), rows)
+    await insert_rows(session, rows)
     _add_totals(broadcast, batch, rows)
     return len(rows)
 
@@ -830,6 +888,9 @@ async def cancel(session: AsyncSession, broadcast_id: int, now: datetime) -> int
     if broadcast.status != "cancelled":
         broadcast.status = "cancelled"
         broadcast.finished_at = now
+        if broadcast.started_at is not None:  # its figures are kept like a finished one's
+            await schedule(session, SETTLE_JOB, f"broadcast:{broadcast.id}",
+                           now + REPLY_WINDOW, {"broadcast_id": broadcast.id})
     return result.rowcount or 0
 
 

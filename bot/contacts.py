@@ -49,6 +49,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot import rights
 from bot.addresses import (
     CHANNELS,
+    OVERSEAS_PREFIXES,
     PHONE_CHANNELS,
     AddressError,
     parse_address,
@@ -96,14 +97,6 @@ YES = {"yes", "y", "oui", "o", "1", "true", "vrai", "x", "ok", "d'accord", "dacc
 NO = {"no", "n", "non", "0", "false", "faux"}
 
 # Overseas numbers that the French plan also accepts (0596…, 0508…): their own region first.
-OVERSEAS_PREFIXES = {
-    "0262": "RE", "0263": "RE", "0692": "RE", "0693": "RE",
-    "0269": "YT", "0639": "YT",
-    "0590": "GP", "0690": "GP", "0691": "GP",
-    "0594": "GF", "0694": "GF",
-    "0596": "MQ", "0696": "MQ", "0697": "MQ",
-    "0508": "PM",
-}
 
 
 def fold(text: str) -> str:

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import events, masking
+from bot import events, masking, pii  # noqa: F401 - pii registers the detectors
 from bot.addresses import PHONE_CHANNELS, parse_address, timezone_for
 from bot.addresses import Address as AddressValue
 from bot.clock import Clock
@@ -260,7 +260,11 @@ class Engine:
         assert ctx.inbound is not None
         inbound = ctx.inbound
         conversation = ctx.conversation
-        text = clean_text(inbound.text)
+        # Flows see the text as stored: masked (no password, card or NIR ever reaches them).
+        message = ctx.message
+        text = message.body if message is not None and message.body is not None else (
+            clean_text(inbound.text)
+        )
         for hook in STEP_HOOKS:
             if await hook(ctx):
                 return

@@ -72,14 +72,14 @@ def when_words(_: Translator, moment: datetime, now: datetime, tz: str) -> str:
     today = now.astimezone(zone).date()
     time = clock_words(_, moment, tz)
     if day == today:
-        return _("today at {hour}", hour=time)
+        return _("today at {time}", time=time)
     if day == today + timedelta(days=1):
-        return _("tomorrow at {hour}", hour=time)
+        return _("tomorrow at {time}", time=time)
     if day - today < timedelta(days=7):
         weekday = format_date(day, "EEEE", locale=_.language)
-        return _("{day} at {hour}", day=weekday, hour=time)
-    return _("{day} at {hour}", day=format_date(day, "EEEE d MMMM", locale=_.language),
-             hour=time)
+        return _("{day} at {time}", day=weekday, time=time)
+    return _("{day} at {time}", day=format_date(day, "EEEE d MMMM", locale=_.language),
+             time=time)
 
 
 def when_open_words(_: Translator, settings: Settings, now: datetime, tz: str) -> str | None:

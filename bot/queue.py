@@ -361,9 +361,9 @@ def to_citizen(ctx: Context, ticket: Ticket, text: str, kind: str = KIND_MEDIATO
 def intro(ctx: Context, staff: Staff, again: bool = False) -> str:
     name = first_name(staff.name) or "?"
     if again:
-        return ctx._("{name}, of {team}, is answering you now.", name=name, team=ctx.org)
-    return ctx._("{name}, of {team}, is answering you. Write your message here.",
-                 name=name, team=ctx.org)
+        return ctx._("{name}, of {org}, is answering you now.", name=name, org=ctx.org)
+    return ctx._("{name}, of {org}, is answering you. Write your message here.",
+                 name=name, org=ctx.org)
 
 
 # -- acting ---------------------------------------------------------------------------------

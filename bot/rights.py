@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
+import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -102,8 +103,20 @@ def address_hash(salt: bytes, address: AddressValue) -> str:
     return hmac.new(salt, canonical(address).encode(), hashlib.sha256).hexdigest()
 
 
+_STORED = re.compile(r"^(sms|whatsapp):(\+\d{6,15})$|^(telegram|terminal):(\S+)$")
+
+
 def _value(address: str | AddressValue) -> AddressValue:
-    return address if isinstance(address, AddressValue) else parse_address(address)
+    """An address as stored (``sms:+33…``) is taken as it is; anything else is parsed."""
+    if isinstance(address, AddressValue):
+        return address
+    stored = _STORED.match(address)
+    if stored is not None:
+        channel, ident = (stored.group(1), stored.group(2)) if stored.group(1) else (
+            stored.group(3), stored.group(4)
+        )
+        return AddressValue(channel, ident)
+    return parse_address(address)
 
 
 async def suppressed(

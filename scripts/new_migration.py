@@ -3,10 +3,14 @@
 Runs against a scratch SQLite file migrated to head first; review the result by hand
 (replace UTCDateTime with sa.DateTime(timezone=True)) before committing.
 """
-import asyncio, sys
+import asyncio
+import sys
+
 from alembic import command
-from bot.storage.migrate import alembic_config
+
 from bot.storage.db import make_engine
+from bot.storage.migrate import alembic_config
+
 
 async def main():
     engine = make_engine("sqlite+aiosqlite:////tmp/autogen.db")

@@ -487,6 +487,9 @@ async def test_cancel_cancels_only_unsent_rows(services: Services) -> None:
     async with services.sessions() as session:
         status = await bc.describe(session, await bc.get(session, broadcast_id), T0)
     assert (status["status"], status["sent"], status["cancelled"]) == ("cancelled", 2, 7)
+    async with services.sessions() as session:  # its figures are settled in 48 hours
+        settle = (await session.scalars(select(Job).where(Job.kind == bc.SETTLE_JOB))).all()
+    assert [job.run_at for job in settle] == [T0 + timedelta(hours=48)]
     with pytest.raises(bc.NotFound):
         await run(services, lambda s: bc.cancel(s, 999, T0))
 
@@ -533,6 +536,9 @@ async def test_a_cancelled_scheduled_broadcast_sends_nothing(
     while await services.scheduler().run_due():
         pass
     assert await rows_of(services, broadcast_id) == []
+    async with services.sessions() as session:
+        kinds = (await session.scalars(select(Job.kind))).all()
+    assert bc.SETTLE_JOB not in kinds  # never started: nothing to settle
 
 
 # -- status ----------------------------------------------------------------------------------

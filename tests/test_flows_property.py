@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from bot.services import Services, open_services

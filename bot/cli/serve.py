@@ -47,6 +47,9 @@ def worker(log_level: str = typer.Option("INFO", "--log-level")) -> None:
     async def _go() -> None:
         services = await open_services(config)
         await configure_channels(services)
+        from bot.rights import plan_daily
+
+        await plan_daily(services.sessions, services.settings, services.clock.now())
         outbox = services.outbox_worker()
         scheduler = services.scheduler()
         tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(scheduler.run())]

@@ -137,6 +137,10 @@ class Context:
                     at=self.now, source=source)
         )
         self.event(f"consent.{purpose}.{'yes' if granted else 'no'}")
+        if granted and self.address is not None:  # they came back: lift a suppression
+            from bot.rights import unsuppress
+
+            await unsuppress(self.session, self.address.address)
 
     async def open_ticket(
         self, source: str, priority: str = "normal", topic: str | None = None
@@ -150,6 +154,7 @@ class Context:
         if ticket is not None:
             if _rank(priority) < _rank(ticket.priority):
                 ticket.priority = priority
+                await self._announce(ticket)
             return ticket, False
         ticket = Ticket(
             contact_id=self.contact.id, priority=priority, source=source, topic=topic,
@@ -162,7 +167,14 @@ class Context:
         if self.message is not None and self.message.ticket_id is None:
             self.message.ticket_id = ticket.id
         self.event("ticket.opened", source=source, priority=priority)
+        await self._announce(ticket)
         return ticket, True
+
+    async def _announce(self, ticket: Ticket) -> None:
+        """Tell on-duty staff (once per ticket and priority in a transaction)."""
+        from bot import notify
+
+        await notify.ticket_opened(self, ticket)
 
     async def open_ticket_of(self) -> Ticket | None:
         return await self.session.scalar(

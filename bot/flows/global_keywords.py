@@ -6,6 +6,7 @@ from bot.flows import callbacks
 from bot.flows import keywords as kw
 from bot.flows.base import Context, Next, cancel_queued
 from bot.flows.escalation import request_human
+from bot.flows.forget import on_forget
 
 
 async def on_help(ctx: Context) -> Next:
@@ -36,16 +37,14 @@ async def on_stop(ctx: Context) -> Next:
 
 async def on_start(ctx: Context) -> Next:
     if ctx.contact.opted_out_at is not None:
+        from bot.rights import unsuppress
+
         ctx.contact.opted_out_at = None
         ctx.event("optin")
+        if ctx.address is not None:
+            await unsuppress(ctx.session, ctx.address.address)
         ctx.say(ctx._("Welcome back. You will get our messages again."))
     return "menu.main"
-
-
-async def on_forget(ctx: Context) -> Next:
-    ticket, _created = await ctx.open_ticket(source="forget", topic="forget")
-    ctx.say(ctx._("A person will erase your data and tell you when it is done."))
-    return "ticket.waiting"
 
 
 ACTIONS = {

@@ -67,6 +67,9 @@ def create_app(
         tasks: list[asyncio.Task[None]] = []
         stoppers = []
         if workers:
+            from bot.rights import plan_daily
+
+            await plan_daily(svc.sessions, svc.settings, svc.clock.now())
             worker = svc.outbox_worker()
             scheduler = svc.scheduler()
             tasks = [asyncio.create_task(worker.run()), asyncio.create_task(scheduler.run())]
