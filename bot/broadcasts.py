@@ -273,7 +273,7 @@ async def _addresses(
     )
     chosen: dict[int, tuple[int, str, str, bool, bool]] = {}
     for aid, cid, channel, ext, blocked, landline in rows.all():
-        if cid not in chosen or aid == contacts[cid]:
+        if cid not in chosen or aid == contacts.get(cid):
             chosen[cid] = (aid, channel, ext, bool(blocked), bool(landline))
     return chosen
 

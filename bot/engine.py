@@ -237,9 +237,12 @@ class Engine:
                 ctx.message.step_error = f"{type(exc).__name__}: {exc}"[:500]
                 ctx.message.handled_at = None
             return False
-        if ctx.message is not None:
-            ctx.message.handled_at = ctx.now
-            ctx.message.step_error = None
+        message = ctx.message
+        if message is not None:  # only touch what changed: each change is an UPDATE
+            if message.handled_at is None:
+                message.handled_at = ctx.now
+            if message.step_error is not None:
+                message.step_error = None
         return True
 
     async def _schedule_retry(

@@ -35,7 +35,7 @@ from bot.metrics import Metrics
 from bot.render import choices_from_json
 from bot.retry import backoff
 from bot.storage.models import Address, Contact, Event, Outbox, RateLimit
-from bot.types import Outbound
+from bot.types import PRIORITY_REPLY, Outbound
 
 log = logging.getLogger("relais.outbox")
 
@@ -182,29 +182,39 @@ async def claim_channel(
     paused_person = exists().where(
         Address.id == Outbox.address_id, Address.paused_until > now
     )
-    picked = (
-        select(Outbox.id)
-        .where(
-            # Literal values, so SQLite can use the partial index ix_outbox_ready.
-            text("outbox.status IN ('queued', 'in_doubt')"),
-            Outbox.channel == channel.name,
-            Outbox.next_attempt_at <= now,
-            ~blocked_earlier,
-            ~paused_person,
-            ~_blocked_address(),
-            ~_stopped_person() | (Outbox.kind == OPTOUT_KIND),
-        )
-        .order_by(Outbox.priority, Outbox.id)
-        .limit(limit)
-    )
+    due = [
+        # Literal values, so SQLite can use the partial index ix_outbox_ready.
+        text("outbox.status IN ('queued', 'in_doubt')"),
+        Outbox.channel == channel.name,
+        Outbox.next_attempt_at <= now,
+        ~blocked_earlier,
+        ~paused_person,
+        ~_blocked_address(),
+        ~_stopped_person() | (Outbox.kind == OPTOUT_KIND),
+    ]
     if only_to is not None:
-        picked = picked.where(Outbox.to == only_to)
-    if _is_pg(session):
-        picked = picked.with_for_update(skip_locked=True, of=Outbox)
+        due.append(Outbox.to == only_to)
+
+    async def pick(priority: Any, cap: int) -> list[int]:
+        query = select(Outbox.id).where(*due, priority).order_by(Outbox.id).limit(cap)
+        if _is_pg(session):
+            query = query.with_for_update(skip_locked=True, of=Outbox)
+        return list((await session.scalars(query)).all())
+
+    # Replies first. Bulk (broadcasts) gets the rest of the budget, but at most half of it
+    # while replies are waiting, so the next replies find room in the channel's rate.
+    ids = await pick(Outbox.priority == PRIORITY_REPLY, limit)
+    bulk = limit - len(ids)
+    if ids:
+        bulk = min(bulk, limit // 2)
+    if bulk > 0:
+        ids += await pick(Outbox.priority != PRIORITY_REPLY, bulk)
+    if not ids:
+        return []
     lease_until = now + LEASE + timedelta(seconds=channel.call_timeout + HORIZON)
     result = await session.execute(
         update(Outbox)
-        .where(Outbox.id.in_(picked.scalar_subquery()))
+        .where(Outbox.id.in_(ids))
         .values(status="sending", lease_owner=worker, lease_until=lease_until,
                 attempts=Outbox.attempts + 1, updated_at=now)
         .returning(Outbox)

@@ -273,6 +273,17 @@ async def test_preview_filters_combine_with_and(services: Services) -> None:
     assert await count(channel="sms") == 5
 
 
+async def test_segment_skips_people_between_its_members(services: Services) -> None:
+    people = [Person("sms:+33612000001", tags=("atelier",)),
+              Person("sms:+33612000002", last="telegram:6002"),  # two addresses, no tag
+              Person("telegram:6003", tags=("atelier",), last="sms:+33612000003")]
+    await run(services, lambda s: seed(s, people))
+    data = await preview(services, bc.make_segment(tags=["atelier"]))
+    assert (data["recipients"], data["by_channel"]) == (2, {"sms": 2})
+    data = await preview(services, bc.make_segment(channel="telegram"))
+    assert (data["recipients"], data["by_channel"]) == (1, {"telegram": 1})
+
+
 async def test_long_text_costs_more_segments_and_ucs2(services: Services) -> None:
     await run(services, lambda s: seed(s, [Person("sms:+33612000001"),
                                            Person("sms:+33612000002")]))
@@ -610,7 +621,8 @@ async def test_tick_marks_done_and_settle_records_the_final_figures(
     frozen.shift(timedelta(minutes=1))
     await scheduler.run_due()  # a tick: still sending
     async with services.sessions() as session:
-        assert (await session.get(Broadcast, broadcast_id)).status == "sending"  # type: ignore[union-attr]
+        broadcast = await session.get(Broadcast, broadcast_id)
+        assert broadcast is not None and broadcast.status == "sending"
     await drain(services)
     frozen.shift(timedelta(minutes=2))
     await scheduler.run_due()

@@ -732,3 +732,46 @@ async def test_apply_status_only_moves_forward(
     assert (rows[a1].status, rows[b1].status) == ("delivered", "read")
     assert await event_count(sessions, "outbox.delivered") == 1
     assert await event_count(sessions, "outbox.read") == 1
+
+
+from sqlalchemy import insert as _insert  # noqa: E402
+
+from bot.outbox import claim_channel as _claim_channel  # noqa: E402
+from tests.dialog import RecordingChannel as _Recording  # noqa: E402
+
+# -- bulk takes at most half of a channel's budget while replies wait --------------------
+
+BULK_NOW = datetime(2030, 3, 5, 10, 0, tzinfo=UTC)
+
+
+async def _queue_rows(services: Services, priority: int, count: int, first: int) -> None:
+    async with services.sessions() as session, session.begin():
+        for index in range(first, first + count):
+            contact = Contact(created_at=BULK_NOW, language="fr")
+            session.add(contact)
+            await session.flush()
+            address = Address(contact_id=contact.id, channel="sms", landline=False,
+                              external_id=f"+336000{index:05d}", created_at=BULK_NOW)
+            session.add(address)
+            await session.flush()
+            await session.execute(_insert(Outbox), [{
+                "contact_id": contact.id, "address_id": address.id, "channel": "sms",
+                "to": address.external_id, "priority": priority, "kind": "reply",
+                "body": "x", "language": "fr", "segments": 1, "status": "queued",
+                "attempts": 0, "max_attempts": 8, "next_attempt_at": BULK_NOW, "held": False,
+                "was_in_doubt": False, "created_at": BULK_NOW, "updated_at": BULK_NOW}])
+
+
+async def test_bulk_takes_at_most_half_the_rate_while_replies_wait(services: Services
+                                                                  ) -> None:
+    channel = _Recording(name="sms", rate=10.0)
+    await _queue_rows(services, 1, 30, 0)  # a broadcast, queued first
+    await _queue_rows(services, 0, 4, 100)  # then four people write in
+    async with services.sessions() as session, session.begin():
+        claimed = await _claim_channel(session, channel, "w", BULK_NOW, 100)
+    priorities = [c.row.priority for c in claimed]
+    assert priorities == [0, 0, 0, 0, 1, 1, 1, 1, 1]  # 10 a second: 4 replies, 5 bulk
+    async with services.sessions() as session, session.begin():
+        later = await _claim_channel(session, channel, "w",
+                                    datetime(2030, 3, 5, 10, 0, 5, tzinfo=UTC), 100)
+    assert [c.row.priority for c in later] == [1] * 10  # no reply waits: the whole rate
