@@ -27,7 +27,7 @@ from bot.flows import (
     FLOWS_LOADED,  # noqa: F401 - registers every flow
     keywords,
 )
-from bot.flows.base import STAY, STEP_HOOKS, Context, Next, lookup
+from bot.flows.base import STEP_HOOKS, Context, Next, goto, lookup
 from bot.flows.choices import by_id, resolve
 from bot.flows.global_keywords import ACTIONS
 from bot.i18n import normalise_language
@@ -40,7 +40,6 @@ from bot.types import Inbound
 log = logging.getLogger("relais.engine")
 
 MAX_TEXT = 10_000  # characters kept of one inbound text
-MAX_CHAIN = 6  # states entered in a row by one event (welcome -> language …)
 STEP_RETRY_ATTEMPTS = 5
 
 
@@ -333,22 +332,7 @@ class Engine:
 
     async def goto(self, ctx: Context, target: Next) -> None:
         """Enter ``target`` ("flow.state"; "!quiet" sets it without asking anything)."""
-        for _ in range(MAX_CHAIN):
-            if target is None or target == STAY:
-                return
-            quiet = target.endswith("!quiet")
-            target = target.removesuffix("!quiet")
-            flow_name, state_name, state = lookup(target)
-            conversation = ctx.conversation
-            conversation.flow, conversation.state = flow_name, state_name
-            data = dict(conversation.data or {})
-            data.pop("choices", None)
-            conversation.data = data
-            conversation.expires_at = None
-            if quiet:
-                return
-            target = await state.enter(ctx)
-        log.warning("state chain too long at %s", target)
+        await goto(ctx, target)
 
     # -- retries of failed steps -----------------------------------------------------------
 

@@ -9,6 +9,7 @@ keep waiting, or ``None`` when it did not understand.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -307,6 +308,30 @@ def lookup(target: str) -> tuple[str, str, State]:
     flow_name, _, state_name = target.partition(".")
     flow = FLOWS[flow_name]
     return flow_name, state_name, flow.states[state_name]
+
+
+MAX_CHAIN = 6  # states entered in a row by one step (welcome -> language …)
+
+
+async def goto(ctx: Context, target: Next) -> None:
+    """Enter ``target`` ("flow.state"; "!quiet" sets it without asking anything), then the
+    states its ``enter`` leads to. Used by the engine and by proactive jobs alike."""
+    for _ in range(MAX_CHAIN):
+        if target is None or target == STAY:
+            return
+        quiet = target.endswith("!quiet")
+        target = target.removesuffix("!quiet")
+        flow_name, state_name, state = lookup(target)
+        conversation = ctx.conversation
+        conversation.flow, conversation.state = flow_name, state_name
+        data = dict(conversation.data or {})
+        data.pop("choices", None)
+        conversation.data = data
+        conversation.expires_at = None
+        if quiet:
+            return
+        target = await state.enter(ctx)
+    logging.getLogger("relais.flows").warning("state chain too long at %s", target)
 
 
 def choice(choice_id: str, label: str, *keywords: str) -> Choice:

@@ -21,7 +21,8 @@ from bot import slots
 from bot.addresses import PHONE_CHANNELS, AddressError, normalise_phone
 from bot.clock import Clock, minute_floor
 from bot.config import Settings
-from bot.flows.base import STAY, Context, Flow, Next, State, choice, lookup, register
+from bot.flows.base import STAY, Context, Flow, Next, State, choice, register
+from bot.flows.base import goto as base_goto
 from bot.flows.escalation import request_human
 from bot.flows.menu import MenuItem, add_item
 from bot.i18n import N_
@@ -409,23 +410,9 @@ async def context_for(
 
 
 async def goto(ctx: Context, target: Next) -> None:
-    """Enter a state outside an inbound event (the engine's ``goto``, for proactive steps)."""
-    for _step in range(6):
-        if target is None or target == STAY:
-            return
-        quiet = target.endswith("!quiet")
-        target = target.removesuffix("!quiet")
-        flow_name, state_name, state = lookup(target)
-        conversation = ctx.conversation
-        conversation.flow, conversation.state = flow_name, state_name
-        data = dict(conversation.data or {})
-        data.pop("choices", None)
-        conversation.data = data
-        conversation.expires_at = None
-        conversation.misunderstood = 0
-        if quiet:
-            return
-        target = await state.enter(ctx)
+    """Enter a state outside an inbound event, as a fresh question (nothing misunderstood)."""
+    ctx.conversation.misunderstood = 0
+    await base_goto(ctx, target)
 
 
 async def _finish(ctx: Context) -> None:
