@@ -96,7 +96,7 @@ def due_after(moment: datetime, days: int, tz: str, settings: Settings) -> datet
 async def plan(session: AsyncSession, contact_id: int, due_at: datetime) -> None:
     """Plan the person's next check-in at ``due_at``, replacing any that was waiting."""
     await unplan(session, contact_id)
-    await schedule(session, SEND_JOB, contact_key(contact_id), due_at)
+    await schedule(session, SEND_JOB, contact_key(contact_id), due_at, about=contact_id)
 
 
 async def plan_next(

@@ -46,7 +46,7 @@ from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import rights
+from bot import counters, rights
 from bot.addresses import (
     CHANNELS,
     OVERSEAS_PREFIXES,
@@ -719,6 +719,8 @@ async def _store(
                                "value": {"source": "import",
                                          "departement": _departement(person.postcode)}})
         await insert_rows(session, Event, event_rows)
+        counters.new_people(session, default_timezone, now,
+                            [row["channel"] for row in event_rows])
     if updates:
         await session.execute(update(Contact), updates)
     for rows, model in ((address_rows, Address), (tag_rows, Tag), (consent_rows, Consent)):

@@ -1,222 +1,603 @@
-"""Danger words: violence at home, threats, suicide, sleeping outside, no food, a child in
-danger. A citizen's message that matches makes their ticket urgent, tells every on-duty
-staff member at once, and gives the person the emergency numbers (``bot.flows.escalation``).
+"""Danger words: violence, threats, suicide, no roof tonight, no food, a child in danger, a
+medical emergency, a cry for help. A citizen's message that matches makes their ticket
+urgent, tells every on-duty staff member at once, and gives the person the emergency numbers
+of what was found (``bot.flows.escalation``).
 
-Patterns are regular expressions over folded text (``bot.flows.choices.fold``: lower case,
-no accents; here also apostrophes and punctuation turned into spaces, and Arabic letter
-variants unified), matched on word boundaries. Every language's patterns are tried on every
-message: people often write in a language other than the one they chose. Each pattern is
-written to avoid everyday phrases ("frapper à la porte", "he beat me at chess", "je me
-bats pour mon dossier"); ``tests/test_danger.py`` holds a table of true and false cases.
+What is matched is data: one lexicon per language in ``bot/data/danger/<lang>.yaml``, read
+when a message is first checked (nothing is loaded or registered by importing this module).
+Every lexicon is tried on every message: people often write in a language other than the
+one they chose. A message goes through three steps:
+
+1. **Spelling** (all languages): lower case, no accents, one letter for doubled ones in
+   words of three letters or more ("frappé", "frapé", "FRAPPEE" are one word),
+   apostrophes and punctuation as spaces, Arabic and Persian letter variants unified,
+   Cyrillic apostrophes kept inside the word, laughing emojis read as "lol".
+2. **The lexicon's own spelling rules**: short forms glued to their word ("m a", "ma" and
+   "m'a" all become ``ma``), SMS words written out ("jsuis", "chui" → "je suis", "g" →
+   "j'ai", "jveux" → "je veux"), negation particles dropped ("je n'ai" = "j'ai"), and words
+   of six letters or more one typo away from one of the lexicon's ``typos`` targets
+   corrected ("sucide" → "suicide"; rapidfuzz): never the first letter, never a word the
+   lexicon's entries use or it keeps as it is.
+3. **Patterns** per category, written in the lexicon with the same spelling (so the author
+   writes "il m'a frappée" and the rules do the rest), then **exclusions**: idioms that are
+   not danger ("rue Victor Hugo", "mort de rire", "ce formulaire me tue"). An exclusion
+   cancels only the danger words it overlaps: "je suis à la rue Victor Hugo, il m'a
+   frappée" still alerts, for violence.
+
+Pattern syntax, one entry a line, atoms separated by spaces: a word; ``a|b`` one of them;
+``frapp*`` a word beginning so (``*ضربني`` ending so); ``{set}`` one of the lexicon's named
+sets; ``[a|b]`` optional; ``!{set}`` or ``!a|b`` one word that is none of them; ``..`` up to
+two words, ``...`` up to four, ``..N`` up to N.
+
+``tests/data/danger/*.tsv`` is a corpus written apart from the lexicons (a third held out);
+``bench/danger.py`` prints recall and false alarms per language and category.
 """
 
 from __future__ import annotations
 
+import bisect
+import dataclasses
+import os
 import re
+import unicodedata
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
 
 from bot.flows.base import Context, add_step_hook
-from bot.flows.choices import fold
 
-VIOLENCE, THREAT, SUICIDE, STREET, HUNGER, CHILD, DANGER = (
-    "violence", "threat", "suicide", "street", "hunger", "child", "danger",
+VIOLENCE, THREAT, SUICIDE, STREET, HUNGER, CHILD, MEDICAL, DISTRESS = (
+    "violence", "threat", "suicide", "street", "hunger", "child", "medical", "distress",
 )
+CATEGORIES: tuple[str, ...] = (
+    VIOLENCE, THREAT, SUICIDE, STREET, HUNGER, CHILD, MEDICAL, DISTRESS,
+)
+# fa covers Persian and Dari (one script, most words shared).
+LANGUAGES: tuple[str, ...] = ("fr", "en", "ar", "es", "pt", "ro", "uk", "ru", "pl", "tr", "fa")
+DATA_DIR = Path(__file__).resolve().parent / "data" / "danger"
 
-# "je me cogne", "ce qui me frappe" are not "il me cogne", "il me frappe".
-_NOT_SELF = r"(?<!\bje )(?<!\bj )(?<!\bqui )(?<!\bca )(?<!\bcela )(?<!\bce )"
-_FR_HURT = (r"frapp\w*|cogn\w*|tabass\w*|battu\w*|bat|battait|battaient|battent|"
-            r"brutalis\w*|etrangl\w*|viole|violee|gifl\w*")
-_FR_KILL = r"(?:tuer|frapper|battre|bruler|egorger|defigurer|faire du mal|enlever)"
-_PEOPLE_FR = (r"il|elle|ils|elles|mon mari|mon conjoint|mon compagnon|mon copain|mon ex|"
-              r"ma femme|ma compagne|mon pere|ma mere|mon fils|mon frere|mon voisin")
-_PEOPLE_EN = (r"he|she|they|my husband|my wife|my partner|my boyfriend|my girlfriend|my ex|"
-              r"my father|my dad|my mother|my mum|my mom|my son|my brother")
-_EN_HURT = (r"hits|hit|beats|beat|punches|punched|kicks|kicked|chokes|choked|strangled|"
-            r"slaps|slapped|abuses|abused|hurts|hurt|rapes|raped")
-_NOT_GAME = r"(?! at\b| in\b| to\b| up\b| by\b| on\b)"  # "he beat me at chess"
-_AR = r"[وف]?"  # Arabic "and"/"so" glued to the next word
-
-PATTERNS: dict[str, dict[str, tuple[str, ...]]] = {
-    "fr": {
-        VIOLENCE: (
-            _NOT_SELF + rf"\b(?:me|m a|m ont|m avait|nous ont)\s(?:{_FR_HURT})\b",
-            r"\bviolences? (?:conjugales?|domestiques?|familiales?|a la maison|chez moi)\b",
-            r"\bvictimes? de violences?\b",
-            rf"\b(?:{_PEOPLE_FR}) (?:est|devient|etait|sont) (?:tres |trop )?violent\w*",
-            r"\bpeur pour ma vie\b",
-            r"\bj ai peur de (?:lui|mon mari|mon conjoint|mon compagnon|mon ex)\b",
-        ),
-        THREAT: (
-            rf"\bmenac\w* de (?:me |nous )?{_FR_KILL}\b",
-            rf"\bme menac\w*(?:$| de mort| avec\b| tout le temps| sans arret| de me {_FR_KILL})",
-            r"\bmenaces? de mort\b",
-            r"\b(?:va|vont|veut|veulent|voulait|allait|essaye de|a essaye de) me tuer\b",
-        ),
-        SUICIDE: (
-            r"\bsuicid\w*",
-            r"\b(?:envie de|je vais|je veux|vais|veux|voudrais) me tuer\b",
-            r"\b(?:envie de|je veux|je voudrais) mourir\b(?! de rire)",
-            r"\bplus envie de vivre\b",
-            r"\bmettre fin a (?:mes jours|ma vie)\b",
-            r"\ben finir avec (?:la vie|tout)\b",
-            r"\bme foutre en l air\b",
-        ),
-        STREET: (
-            r"\b(?:je|j|on|nous|il|elle|ils) (?:dors|dort|dormons|dorment|dormirai|dormirons|"
-            r"vais dormir|va dormir|allons dormir|ai dormi|avons dormi) (?:dehors|dans la rue|"
-            r"a la rue|dans ma voiture|dans la voiture|dans un parc|a la gare)\b",
-            r"\bdormir dehors\b",
-            r"\b(?:suis|sommes|est|sont|etre|retrouve|retrouvee|retrouves|mis|mise|mises|"
-            r"jete|jetee|jetes) a la rue\b",
-            r"\bsans (?:abri|domicile|logement)\b",
-            r"\bsdf\b",
-            r"\b(?:nulle part|pas d endroit|aucun endroit) ou dormir\b",
-            r"\bpas d endroit pour dormir\b",
-            r"\b(?:pas|plus) de toit\b",
-        ),
-        HUNGER: (
-            r"\b(?:rien|plus rien|pas de quoi|plus de quoi|rien du tout) (?:a )?manger\b",
-            r"\b(?:pas|rien|plus) mange depuis\b",
-            r"\b(?:j ai|on a|nous avons|ils ont|elles ont|mes enfants ont|il a|elle a) "
-            r"(?:tres |trop )?faim\b",
-            r"\bmourir de faim\b",
-            r"\b(?:pas|plus) de nourriture\b",
-        ),
-        CHILD: (
-            r"\benfants? (?:est |sont )?en danger\b",
-            r"\bmaltrait\w*",
-            r"\battouchements?\b",
-            r"\binceste\b",
-            r"\babus sexuels?\b",
-            r"\bagression sexuelle\b",
-            r"\bviols?\b",
-            r"\b(?:m a|l a|les a|a ete|ai ete|j ai ete|ont ete) viole\w*",
-        ),
-        DANGER: (
-            r"\b(?:je suis|nous sommes|on est|ma vie est|il est|elle est) en danger\b",
-        ),
-    },
-    "en": {
-        VIOLENCE: (
-            rf"\b(?:{_PEOPLE_EN}) (?:{_EN_HURT}) me\b{_NOT_GAME}",
-            rf"\b(?:hitting|beating|punching|kicking|choking|strangling|hurting|abusing) me\b"
-            rf"{_NOT_GAME}",
-            r"\bdomestic (?:violence|abuse)\b",
-            r"\babusive (?:partner|husband|wife|boyfriend|girlfriend|relationship|father|"
-            r"mother|parent)\b",
-            r"\b(?:afraid|scared|fear) for my life\b",
-        ),
-        THREAT: (
-            r"\bthreaten\w* to (?:kill|hurt|beat|burn)\b",
-            r"\bdeath threats?\b",
-            r"\b(?:wants to|tried to|trying to|threatened to) kill (?:me|us)\b",
-            r"\b(?:he|she|they) (?:is going to|s going to|is gonna|s gonna|are going to|"
-            r"re going to|will) kill (?:me|us)\b",
-        ),
-        SUICIDE: (
-            r"\bsuicid\w*",
-            r"\bkill myself\b",
-            r"\bend my (?:own )?life\b",
-            r"\bend it all\b",
-            r"\b(?:i want|i wanna|i m going|i am going|i d like) to die\b",
-            r"\b(?:don t|do not|no longer) want to live\b",
-            r"\bno reason to live\b",
-        ),
-        STREET: (
-            r"\bsleep(?:ing|s)? (?:rough|outside|on the streets?|in the streets?|in my car|"
-            r"in the car|in a park)\b",
-            r"\bslept (?:rough|outside|on the streets?|in my car)\b",
-            r"\bhomeless\b",
-            r"\bnowhere to (?:sleep|stay|live)\b",
-            r"\b(?:i m|i am|we are|we re) on the streets?\b",
-        ),
-        HUNGER: (
-            r"\bnothing to eat\b",
-            r"\b(?:have|has|got) no food\b",
-            r"\bno food (?:at home|in the house|for (?:me|us|my|the kids|the children))\b",
-            r"\b(?:haven t|have not|hasn t|has not|didn t|did not) eaten\b",
-            r"\bstarving\b",
-            r"\b(?:i m|i am|we are|we re|kids are|children are|they are) (?:so |very )?"
-            r"hungry\b(?! for (?!(?:\d+|a|two|three|several|many) (?:day|days|week|weeks)\b))",
-        ),
-        CHILD: (
-            r"\bchild(?:ren)? (?:is |are )?in danger\b",
-            r"\b(?:child|kid|son|daughter|children|kids) (?:is |are )?(?:being )?abused\b",
-            r"\bsexual(?:ly)? (?:abuse|abused|assault|assaulted)\b",
-            r"\braped?\b",
-        ),
-        DANGER: (
-            r"\b(?:i m|i am|we are|we re|my life is|she is|he is) in danger\b",
-        ),
-    },
-    # Arabic is matched (people write in it) even while replies use the French catalog.
-    "ar": {
-        VIOLENCE: (
-            rf"(?<!\w){_AR}(?:يضربني|ضربني|تضربني|يضربونني|يضربنا|يعنفني|يعذبني)(?!\w)",
-            r"(?<!\w)عنف (?:اسري|زوجي|منزلي)(?!\w)",
-        ),
-        THREAT: (
-            rf"(?<!\w){_AR}(?:يهددني|تهددني|هددني|سيقتلني|بيقتلني|يقتلني)(?!\w)",
-            r"(?<!\w)(?:يريد|يريدون|يبغي) (?:قتلي|ان يقتلني)(?!\w)",
-        ),
-        SUICIDE: (
-            rf"(?<!\w){_AR}(?:الانتحار|انتحار|انتحر|سانتحر)(?!\w)",
-            r"(?<!\w)(?:اقتل نفسي|اريد ان اموت|بدي اموت|ابغي اموت)(?!\w)",
-        ),
-        STREET: (
-            r"(?<!\w)(?:انام|ننام|نايم|نايمه|نمت) في الشارع(?!\w)",
-            r"(?<!\w)(?:بلا|بدون) (?:ماوي|مسكن)(?!\w)",
-            rf"(?<!\w){_AR}(?:مشرد|مشرده|مشردين|مشردون)(?!\w)",
-        ),
-        HUNGER: (
-            r"(?<!\w)(?:ليس لدي|ليس لدينا|لا يوجد|ما عندي|ما عندنا|ماعندي) (?:طعام|اكل)(?!\w)",
-            rf"(?<!\w){_AR}(?:جايع|جايعه|جوعان|جوعانه|جوعانين)(?!\w)",
-        ),
-        CHILD: (
-            r"(?<!\w)(?:طفلي|اطفالي|ابني|بنتي|ابنتي) في خطر(?!\w)",
-        ),
-        DANGER: (
-            r"(?<!\w)(?:انا|نحن|حياتي) في خطر(?!\w)",
-        ),
-    },
+# The numbers each category calls for, shown in ``NUMBER_ORDER`` ("food": where to find
+# food aid). ``bot.flows.escalation.emergency_numbers`` words them.
+NUMBERS: dict[str, tuple[str, ...]] = {
+    VIOLENCE: ("17", "3919"),
+    THREAT: ("17",),
+    SUICIDE: ("3114",),
+    STREET: ("115",),
+    HUNGER: ("115", "food"),
+    CHILD: ("119",),
+    MEDICAL: ("15", "114"),
+    DISTRESS: ("17", "114"),
 }
+NUMBER_ORDER: tuple[str, ...] = ("17", "15", "114", "3919", "3114", "119", "115", "food")
 
-_COMPILED: list[tuple[str, str, re.Pattern[str]]] = [
-    (language, category, re.compile(pattern))
-    for language, categories in PATTERNS.items()
-    for category, patterns in categories.items()
-    for pattern in patterns
-]
+# Channels on which Relais may still send the numbers to a person who said STOP: the
+# provider lets the message through (Relais's own opt-out is what holds everything else).
+NUMBERS_AFTER_STOP_CHANNELS = frozenset({"sms", "telegram"})
 
-_APOSTROPHES = str.maketrans({c: " " for c in "'’‘`´ʼ"})
-_ARABIC = str.maketrans({"ة": "ه", "ى": "ي", "ـ": None})
-_NOT_WORD = re.compile(r"[^\w\s]+")
+FUZZY_MIN_LENGTH = 6  # shorter words are too close to other words to correct
+FUZZY_LONG = 9  # from this length, two typos are corrected
+
+# -- spelling shared by every language --------------------------------------------------------
+
+_LAUGHS = "😂🤣😅😆😹😁😄😜😝🙃"  # read as "lol": a joke, not a cry for help
+_LETTERS = str.maketrans({
+    **{c: " lol " for c in _LAUGHS},
+    "ł": "l", "ı": "i", "ß": "ss", "œ": "oe", "æ": "ae", "ø": "o", "đ": "d", "ð": "d",
+    "þ": "th", "ħ": "h",
+    # Arabic and Persian variants of one letter; Arabic-Indic and Persian digits.
+    "ى": "ي", "ی": "ي", "ې": "ي", "ك": "ک", "ة": "ه", "ۀ": "ه", "ـ": "", "\u200c": "",
+    "\u200d": "", "\u200f": "", "\u200e": "",
+    **{chr(0x0660 + d): str(d) for d in range(10)},
+    **{chr(0x06F0 + d): str(d) for d in range(10)},
+})
+_CYRILLIC_APOSTROPHE = re.compile(r"(?<=[\u0400-\u04ff])['’ʼ`´](?=[\u0400-\u04ff])")
+_NOT_WORD = re.compile(r"[\W_]+")
+_DOUBLED = re.compile(r"([^\W\d_])\1+")
+_VOWELS = frozenset("aeiouyh")
+
+
+def base_tokens(text: str) -> list[str]:
+    """The words of ``text`` as every lexicon sees them (step 1 above)."""
+    text = _CYRILLIC_APOSTROPHE.sub("", text)
+    decomposed = unicodedata.normalize("NFKD", text)
+    bare = "".join(c for c in decomposed if not unicodedata.combining(c))
+    bare = unicodedata.normalize("NFC", bare).casefold().translate(_LETTERS)
+    return [_DOUBLED.sub(r"\1", word) if len(word) > 2 else word
+            for word in _NOT_WORD.sub(" ", bare).split()]
+
+
+def normalise(text: str) -> str:
+    """``"Il M’A FRAPPÉE !!"`` → ``"il m a frape"`` (before any lexicon's own rules)."""
+    return " ".join(base_tokens(text))
+
+
+# -- lexicons -------------------------------------------------------------------------------
+
+
+class LexiconError(ValueError):
+    """A lexicon file that cannot be used (its path and the entry are in the message)."""
+
+
+@dataclass(frozen=True)
+class Word:
+    """One word of a message after a lexicon's rules; ``first``..``last`` are the indexes of
+    the message words it stands for."""
+
+    text: str
+    first: int
+    last: int
+
+
+@dataclass(frozen=True, eq=False)  # hashed by identity (typo corrections are cached)
+class Lexicon:
+    language: str
+    spelling: dict[str, tuple[str, ...]]  # one word -> the words it stands for
+    drop: frozenset[str]  # words that change nothing for danger ("ne")
+    clitics: frozenset[str]  # glued to a following vowel: "m a" -> "ma"
+    expand: dict[str, str]  # written out before a vowel: "j" -> "je" ("j'ai" -> "je ai")
+    split_prefixes: dict[str, str]  # "jveux" -> "je veux"; "jarrive" -> "je arrive"
+    split_known: bool  # split only before a word of the lexicon ("وما" -> "و ما")
+    keep: frozenset[str]  # never corrected
+    patterns: tuple[tuple[str, re.Pattern[str]], ...] = ()  # (category, all its entries)
+    exclusions: re.Pattern[str] | None = None
+    vocabulary: tuple[str, ...] = ()  # the words typos are corrected to ("suicide")
+    known: frozenset[str] = frozenset()  # every word of the entries: never corrected
+
+    def words(self, tokens: Sequence[str], *, correct: bool = True) -> list[Word]:
+        """The message's words after this lexicon's spelling rules (step 2 above)."""
+        words = _glue([Word(t, i, i) for i, t in enumerate(tokens)], self.clitics,
+                      self.expand)
+        out: list[Word] = []
+        for word in words:
+            replaced = self.spelling.get(word.text) or self._split(word.text)
+            if replaced is None and correct:
+                replaced = (self.correct(word.text),)
+            out.extend(Word(text, word.first, word.last) for text in replaced or (word.text,)
+                       if text not in self.drop)
+        return out
+
+    def _split(self, word: str) -> tuple[str, ...] | None:
+        """"jveux" → ("je", "veux"); "jarrive" → ("je", "arrive") when "arrive" is a word
+        of the lexicon (a short form glued to its verb)."""
+        for head, full in self.split_prefixes.items():
+            rest = word[len(head):]
+            if not word.startswith(head) or len(rest) < 2 or not rest.isalnum():
+                continue
+            if self.split_known:
+                if rest in self.known:
+                    return (full, *self.spelling.get(rest, (rest,)))
+            elif rest[0] not in _VOWELS or (len(rest) >= 4 and rest in self.known):
+                return (full, *self.spelling.get(rest, (rest,)))
+        return None
+
+    def correct(self, word: str) -> str:
+        """``word``, or the lexicon word it is one typo away from (two for long words)."""
+        return _correct(self, word)
+
+
+def _glue(words: list[Word], clitics: frozenset[str], expand: dict[str, str]) -> list[Word]:
+    """A clitic ("m", "qu"…) glued to the next word when that begins with a vowel ("m a" →
+    "ma"; a clitic in another script, such as Persian "می", to any word); an expanded one
+    written out ("j ai" → "je ai")."""
+    out: list[Word] = []
+    index = 0
+    while index < len(words):
+        word = words[index]
+        nxt = words[index + 1] if index + 1 < len(words) else None
+        if nxt is not None and (nxt.text[:1] in _VOWELS or not word.text.isascii()):
+            if word.text in expand:
+                out.append(Word(expand[word.text], word.first, word.last))
+                index += 1
+                continue
+            if word.text in clitics:
+                out.append(Word(word.text + nxt.text, word.first, nxt.last))
+                index += 2
+                continue
+        out.append(word)
+        index += 1
+    return out
+
+
+@lru_cache(maxsize=65536)
+def _correct(lexicon: Lexicon, word: str) -> str:
+    if len(word) < FUZZY_MIN_LENGTH or word in lexicon.keep or not word.isalpha():
+        return word
+    if word in lexicon.known:
+        return word
+    limit = 2 if len(word) >= FUZZY_LONG else 1
+    candidates = [w for w in lexicon.vocabulary if w[0] == word[0] and
+                  abs(len(w) - len(word)) <= limit]
+    best = process.extractOne(word, candidates, scorer=Levenshtein.distance,
+                              score_cutoff=limit)
+    return best[0] if best is not None else word
+
+
+def _canonical(lexicon: Lexicon, text: str) -> str:
+    """A lexicon's own words, spelled as messages will be after its rules."""
+    return " ".join(w.text for w in lexicon.words(base_tokens(text), correct=False))
+
+
+_GAP = re.compile(r"\.\.(\.?)(\d*)$")
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+def _gap(atom: str, capture: bool = False) -> str | None:
+    """``..`` up to two words, ``...`` up to four, ``..N`` up to N; captured in exclusions,
+    whose own words are only those outside their gaps."""
+    found = _GAP.match(atom)
+    if found is None:
+        return None
+    words = rf"(?: \S+){{0,{int(found.group(2) or (4 if found.group(1) else 2))}}}"
+    return f"({words})" if capture else words
+
+
+def _split(text: str, separator: str) -> list[str]:
+    """``text`` cut at ``separator`` (a space or ``|``) outside brackets."""
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char in _OPEN:
+            depth += 1
+        elif char in _CLOSE:
+            depth -= 1
+        if depth == 0 and (char == separator or (separator == " " and char.isspace())):
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return [p for p in (part.strip() for part in parts) if p]
+
+
+_LITERAL = re.compile(r"[\w ]+")
+
+
+def _alternation(regexes: Iterable[str]) -> str:
+    """One regex for several: plain words share their beginnings (a trie), which keeps
+    the expressions short enough to compile quickly."""
+    literals = sorted(r for r in regexes if _LITERAL.fullmatch(r))
+    others = sorted((r for r in regexes if not _LITERAL.fullmatch(r)), key=len, reverse=True)
+    parts = ([_trie(literals)] if literals else []) + others
+    return parts[0] if len(parts) == 1 and not others and _LITERAL.fullmatch(parts[0]) \
+        else "(?:" + "|".join(parts) + ")"
+
+
+def _trie(words: list[str]) -> str:
+    """``["frappe", "frapper", "fraise"]`` → ``fra(?:ppe(?:r)?|ise)``; at a word's end the
+    regex prefers the longer one, as a sorted alternation would."""
+    if len(words) == 1:
+        return words[0]
+    if "" in words:
+        rest = [w for w in words if w]
+        inner = _trie(rest)
+        return f"(?:{inner})?" if len(rest) > 1 or len(inner) > 1 else f"{inner}?"
+    groups: dict[str, list[str]] = {}
+    for word in words:
+        groups.setdefault(word[0], []).append(word)
+    branches = []
+    for members in groups.values():
+        prefix = os.path.commonprefix(members)
+        branches.append(prefix + _trie([m[len(prefix):] for m in members])
+                        if len(members) > 1 else members[0])
+    return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+
+class _Compiler:
+    """Turns a lexicon's entries into regular expressions over its spelled words."""
+
+    def __init__(self, lexicon: Lexicon, sets: dict[str, list[str]], path: Path,
+                 capture: bool = False) -> None:
+        self.lexicon, self.sets, self.path, self.capture = lexicon, sets, path, capture
+        self.known: set[str] = set()
+        self._sets: dict[str, str] = {}
+        self._entries: dict[str, str] = {}
+        self._words: dict[str, str] = {}
+
+    def fail(self, why: str, entry: str) -> LexiconError:
+        return LexiconError(f"{self.path}: {why} in {entry!r}")
+
+    def word(self, alternative: str, entry: str) -> str:
+        """One word (maybe with ``*`` before or after) as a regex."""
+        if alternative not in self._words:
+            self._words[alternative] = self._word(alternative, entry)
+        return self._words[alternative]
+
+    def _word(self, alternative: str, entry: str) -> str:
+        head, tail = alternative.startswith("*"), alternative.endswith("*")
+        core = _canonical(self.lexicon, alternative.strip("*"))
+        if not core or any(c in alternative for c in "()[]{}!$"):
+            raise self.fail(f"bad word {alternative!r}", entry)
+        pieces = core.split()
+        self.known.update(p for p in pieces[1:] if p.isalpha())
+        if not head and pieces[0].isalpha():
+            self.known.add(pieces[0])
+        return (r"\S*" if head else "") + core + (r"\S*" if tail else "")  # \w and spaces
+
+    def choice(self, alternatives: list[str], entry: str) -> tuple[str, bool]:
+        """(regex, whether ``$`` is one of the alternatives)."""
+        ends = "$" in alternatives
+        regexes = {self.entry(a) for a in alternatives if a != "$"}
+        if not regexes:
+            raise self.fail("a choice of nothing", entry)
+        return _alternation(regexes), ends
+
+    def named(self, name: str, entry: str) -> str:
+        if name not in self.sets:
+            raise self.fail(f"unknown set {{{name}}}", entry)
+        if name not in self._sets:
+            self._sets[name] = "(?!)"  # a set naming itself matches nothing more
+            self._sets[name] = self.choice(self.sets[name], entry)[0]
+        return self._sets[name]
+
+    def atom(self, atom: str, entry: str) -> tuple[str, bool, bool]:
+        """(regex, optional, may be the end of the message instead) for one atom."""
+        if atom.startswith("[") and atom.endswith("]"):
+            return (*self.choice(_split(atom[1:-1], "|"), entry)[:1], True, False)
+        if atom.startswith("!"):
+            inner, optional, ends = self.atom(atom[1:], entry)
+            if optional or ends:
+                raise self.fail("an optional negation", entry)
+            return rf"(?!{inner}(?!\S))\S+", False, False
+        if atom.startswith("(") and atom.endswith(")"):
+            regex, ends = self.choice(_split(atom[1:-1], "|"), entry)
+            return regex, False, ends
+        if atom.startswith("{") and atom.endswith("}"):
+            return self.named(atom[1:-1], entry), False, False
+        words = {self.word(a, entry) for a in atom.split("|") if a}
+        if not words:
+            raise self.fail(f"empty atom {atom!r}", entry)
+        return _alternation(words), False, False
+
+    def entry(self, entry: str) -> str:
+        """An entry's regex: it begins and ends with a word (not optional, not a gap),
+        and every later atom brings the space before it."""
+        if entry not in self._entries:
+            self._entries[entry] = self._entry(entry)
+        return self._entries[entry]
+
+    def _entry(self, entry: str) -> str:
+        atoms = [a for a in _split(entry, " ")  # without the words the lexicon drops ("ne")
+                 if not (a.isalpha() and a in self.lexicon.drop)]
+        if not atoms or _gap(atoms[-1]) or _gap(atoms[0]) or atoms[0] == "$" \
+                or atoms[0].startswith("["):
+            raise self.fail("an entry must begin and end with a word", entry)
+        regex, _optional, ends = self.atom(atoms[0], entry)
+        if ends:
+            raise self.fail("an entry cannot begin with the end", entry)
+        for raw in atoms[1:]:
+            gap = _gap(raw, self.capture)
+            if gap is not None:
+                regex += gap
+            elif raw == "$":  # the end of the message
+                regex += "$"
+            else:
+                piece, optional, ends = self.atom(raw, entry)
+                if optional:
+                    regex += f"(?: {piece})?"
+                elif ends:
+                    regex += f"(?: {piece}|$)"
+                else:
+                    regex += f" {piece}"
+        return regex
+
+    def union(self, entries: Iterable[str]) -> re.Pattern[str] | None:
+        """All entries in one expression; those with gaps first, since at one word the
+        first entry that matches is the one kept."""
+        entries = sorted((str(e) for e in entries),
+                         key=lambda e: not any(_gap(a) for a in _split(e, " ")))
+        regexes = [self.entry(e) for e in entries]
+        if not regexes:
+            return None
+        return re.compile(r"(?<!\S)(?:" + "|".join(regexes) + r")(?!\S)")
+
+
+class _TextLoader(yaml.SafeLoader):
+    """YAML where every scalar is text: "on", "no", "8" are words here, not booleans or
+    numbers."""
+
+
+_TextLoader.yaml_implicit_resolvers = {}
+
+
+def _strings(value: Any, where: str, path: Path) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise LexiconError(f"{path}: {where} must be a list of strings")
+    return value
+
+
+def load(language: str, directory: Path | None = None) -> Lexicon:
+    """Read and compile one language's lexicon."""
+    path = (directory or DATA_DIR) / f"{language}.yaml"
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_TextLoader) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise LexiconError(f"{path}: {error}") from error
+    unknown = set(data.get("categories") or {}) - set(CATEGORIES)
+    if unknown:
+        raise LexiconError(f"{path}: unknown categories {sorted(unknown)}")
+
+    def words(key: str) -> list[str]:
+        return [" ".join(base_tokens(w)) for w in _strings(data.get(key), key, path)]
+
+    def mapping(key: str) -> dict[str, str]:
+        return {" ".join(base_tokens(k)): " ".join(base_tokens(v))
+                for k, v in (data.get(key) or {}).items()}
+
+    bare = Lexicon(language=language, spelling={}, drop=frozenset(words("drop")),
+                   clitics=frozenset(words("clitics")), expand=mapping("expand"),
+                   split_prefixes=mapping("split_prefixes"),
+                   split_known=str(data.get("split_known", "")).lower() in ("true", "yes"),
+                   keep=frozenset())
+    spelling = {}
+    for key, value in (data.get("spelling") or {}).items():
+        glued = _canonical_glue(bare, str(key))
+        if glued:
+            spelling[glued] = tuple(_canonical_glue(bare, str(value)).split())
+    bare = dataclasses.replace(bare, spelling=spelling)
+    sets = {str(k): [str(v) for v in _strings(vals, f"set {k}", path)]
+            for k, vals in (data.get("sets") or {}).items()}
+    compiler = _Compiler(bare, sets, path)
+    patterns = []
+    for category in CATEGORIES:
+        entries = _strings((data.get("categories") or {}).get(category), category, path)
+        compiled = compiler.union(entries)
+        if compiled is not None:
+            patterns.append((category, compiled))
+    idioms = _Compiler(bare, sets, path, capture=True)
+    exclusions = idioms.union(_strings(data.get("exclusions"), "exclusions", path))
+    keep = frozenset(_canonical(bare, w) for w in _strings(data.get("keep"), "keep", path))
+    typos = _strings(data.get("typos"), "typos", path)
+    if any(not w.replace(" ", "").isalpha() for w in typos):
+        raise LexiconError(f"{path}: typos are whole words")
+    return dataclasses.replace(
+        bare, patterns=tuple(patterns), exclusions=exclusions, keep=keep,
+        vocabulary=tuple(sorted({_canonical(bare, w) for w in typos})),
+        known=frozenset(compiler.known | idioms.known))
+
+
+def _canonical_glue(lexicon: Lexicon, text: str) -> str:
+    """A spelling key or value as it will look once clitics are glued ("c'est" →
+    "cest", "j'ai" → "je ai")."""
+    words = _glue([Word(t, 0, 0) for t in base_tokens(text)], lexicon.clitics,
+                  lexicon.expand)
+    return " ".join(w.text for w in words)
+
+
+@cache
+def lexicons() -> tuple[Lexicon, ...]:
+    """Every language's lexicon, read at first use."""
+    return tuple(load(language) for language in LANGUAGES)
+
+
+# -- matching -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Hit:
+    """Danger words found by one lexicon: ``start``..``end`` index the message's words."""
+
+    category: str
+    language: str
+    words: str
+    start: int
+    end: int
 
 
 @dataclass(frozen=True)
 class Found:
-    category: str
-    language: str
-    words: str  # what matched (folded), for tests and logs never shown to the person
+    categories: tuple[str, ...]  # all found, in ``CATEGORIES`` order
+    language: str  # the lexicon that found most
+    words: str  # what matched (spelled as above), for tests and logs; never shown
+    hits: tuple[Hit, ...] = ()
+
+    @property
+    def category(self) -> str:
+        """The first category (the ticket's topic)."""
+        return self.categories[0]
 
 
-def normalise(text: str) -> str:
-    """Folded text with apostrophes and punctuation as spaces (``"Il m'a frappée !"`` →
-    ``"il m a frappee"``)."""
-    folded = fold(text.translate(_APOSTROPHES)).translate(_ARABIC)
-    return " ".join(_NOT_WORD.sub(" ", folded).replace("_", " ").split())
+def _offsets(words: list[Word]) -> tuple[str, list[int]]:
+    text = " ".join(w.text for w in words)
+    starts, position = [], 0
+    for word in words:
+        starts.append(position)
+        position += len(word.text) + 1
+    return text, starts
+
+
+def _matches(pattern: re.Pattern[str], text: str,
+             starts: list[int]) -> Iterable[re.Match[str]]:
+    """A match of ``pattern`` beginning at each word, where there is one (matches may
+    overlap: an exclusion inside another one is found too)."""
+    for start in starts:
+        found = pattern.match(text, start)
+        if found is not None:
+            yield found
+
+
+def _hits(lexicon: Lexicon, words: list[Word]) -> list[Hit]:
+    text, starts = _offsets(words)
+    hits = []
+    for category, pattern in lexicon.patterns:
+        for found in _matches(pattern, text, starts):
+            first = bisect.bisect_right(starts, found.start()) - 1
+            last = bisect.bisect_right(starts, max(found.end() - 1, found.start())) - 1
+            hits.append(Hit(category, lexicon.language, found.group(0),
+                            words[first].first, words[last].last))
+    return hits
+
+
+def _excluded(lexicon: Lexicon, words: list[Word]) -> set[int]:
+    """The message words an exclusion covers: those it matched outside its gaps."""
+    if lexicon.exclusions is None:
+        return set()
+    text, starts = _offsets(words)
+    covered: set[int] = set()
+    for found in _matches(lexicon.exclusions, text, starts):
+        gaps = [found.span(g) for g in range(1, (found.re.groups or 0) + 1)
+                if found.start(g) >= 0 and found.end(g) > found.start(g)]
+        for index, start in enumerate(starts):
+            inside = found.start() <= start < found.end()
+            if inside and not any(a <= start < b for a, b in gaps):
+                covered.update(range(words[index].first, words[index].last + 1))
+    return covered
+
+
+def detect(text: str, lexicon_set: Sequence[Lexicon] | None = None) -> tuple[Hit, ...]:
+    """Every danger hit in ``text`` that no exclusion covers, in category then language
+    order."""
+    if not text or not text.strip():
+        return ()
+    tokens = base_tokens(text)
+    if not tokens:
+        return ()
+    hits: list[Hit] = []
+    excluded: set[int] = set()
+    for lexicon in lexicon_set if lexicon_set is not None else lexicons():
+        words = lexicon.words(tokens)
+        excluded |= _excluded(lexicon, words)
+        hits.extend(_hits(lexicon, words))
+    kept = [h for h in hits if excluded.isdisjoint(range(h.start, h.end + 1))]
+    order = {c: i for i, c in enumerate(CATEGORIES)}
+    languages = {code: i for i, code in enumerate(LANGUAGES)}
+    kept.sort(key=lambda h: (order[h.category], languages.get(h.language, 99), h.start))
+    return tuple(kept)
+
+
+def found_in(hits: Sequence[Hit]) -> Found | None:
+    """The hits of ``detect`` as one finding (None for none)."""
+    if not hits:
+        return None
+    categories = tuple(dict.fromkeys(h.category for h in hits))
+    counts: dict[str, int] = {}
+    for hit in hits:
+        counts[hit.language] = counts.get(hit.language, 0) + 1
+    language = max(counts, key=lambda code: (counts[code], -LANGUAGES.index(code)
+                                              if code in LANGUAGES else -99))
+    words = " | ".join(dict.fromkeys(h.words for h in hits))
+    return Found(categories, language, words, tuple(hits))
 
 
 def match(text: str) -> Found | None:
-    """The first danger the text speaks of, or None."""
-    if not text or not text.strip():
-        return None
-    plain = normalise(text)
-    for language, category, pattern in _COMPILED:
-        found = pattern.search(plain)
-        if found:
-            return Found(category, language, found.group(0))
-    return None
+    """What danger ``text`` speaks of, or None."""
+    return found_in(detect(text))
+
+
+def numbers_for(categories: Iterable[str]) -> tuple[str, ...]:
+    """The numbers to give for these categories, in ``NUMBER_ORDER`` (all of them when
+    there is no category)."""
+    wanted = {n for c in categories for n in NUMBERS.get(c, ())}
+    return tuple(n for n in NUMBER_ORDER if n in wanted) or NUMBER_ORDER
+
+
+# -- the step hook ----------------------------------------------------------------------------
 
 
 async def hook(ctx: Context) -> bool:
@@ -230,13 +611,6 @@ async def hook(ctx: Context) -> bool:
     from bot.engine import clean_text
     from bot.flows.escalation import danger
 
-    if ctx.contact.opted_out_at is not None:
-        # STOP holds (the provider refuses anyway), but staff must still know.
-        ticket, _created = await ctx.open_ticket("danger", "urgent", found.category)
-        from bot import notify
-
-        await notify.ticket_opened(ctx, ticket)
-        return True
     text = ctx.message.body if ctx.message is not None and ctx.message.body else inbound.text
     await danger(ctx, found, clean_text(text))
     return True

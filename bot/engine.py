@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import events, masking, pii  # noqa: F401 - pii registers the detectors
+from bot import counters, events, masking, pii  # noqa: F401 - pii registers the detectors
 from bot.addresses import PHONE_CHANNELS, parse_address, timezone_for
 from bot.addresses import Address as AddressValue
 from bot.clock import Clock
@@ -129,6 +129,9 @@ class Engine:
             address.last_inbound_at = now
             address.blocked_at = None  # they wrote again: the provider block is lifted
             address.blocked_reason = None
+            from bot.outbox import release_quiet
+
+            await release_quiet(session, contact.id, now)  # held for their quiet hours: now
             if target.channel == "whatsapp":  # a new 24 h window: held messages can go
                 from bot.fallback import release_held
 
@@ -137,6 +140,8 @@ class Engine:
                           language=contact.language)
             if is_new:
                 events.record(session, "contact.new", now, channel=target.channel)
+            await counters.inbound(session, self.settings.timezone, now, contact,
+                                   target.channel, new=is_new)
             ctx = await self._context(session, contact, address, now, inbound, message, is_new)
             failed = not await self._run_step(ctx, lambda: self.step(ctx))
             if failed:
@@ -222,9 +227,13 @@ class Engine:
 
     async def _run_step(self, ctx: Context, step: Callable[[], object]) -> bool:
         """Run a step in a savepoint; on failure the inbound row stays and False is returned."""
+        before = counters.person_keys(ctx.contact)
         try:
             async with ctx.session.begin_nested():
                 await step()  # type: ignore[misc]
+                # the person's language, departement or level became known: move their count
+                counters.refile(ctx.session, self.settings.timezone, ctx.now, ctx.contact,
+                                before)
                 ctx.flush()
                 ctx.conversation.updated_at = ctx.now
                 await ctx.session.flush()
@@ -253,6 +262,7 @@ class Engine:
         await schedule(
             session, "engine.step", f"message:{message.id}",
             now + timedelta(seconds=max(delay, 5.0)), {"message_id": message.id},
+            about=message.contact_id,
         )
 
     # -- the step --------------------------------------------------------------------------

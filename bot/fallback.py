@@ -20,7 +20,7 @@ from bot.config import Settings
 from bot.flows.base import enqueue
 from bot.i18n import Translator
 from bot.render import choices_from_json
-from bot.storage.models import Address, Contact, Outbox
+from bot.storage.models import Address, Contact, Outbox, OutboxAbout
 from bot.types import Reply
 
 log = logging.getLogger("relais.fallback")
@@ -104,9 +104,17 @@ async def _by_sms(
     copy = enqueue(session, contact, address,
                    Reply(row.body or "", choices_from_json(row.choices)), now=now,
                    kind=row.kind, priority=row.priority, max_attempts=row.max_attempts,
-                   broadcast_id=row.broadcast_id, ticket_id=row.ticket_id)
+                   broadcast_id=row.broadcast_id, ticket_id=row.ticket_id,
+                   about=await about_of(session, row.id))
     copy.fallback_of = row.id
     return copy
+
+
+async def about_of(session: AsyncSession, outbox_id: int) -> list[int]:
+    """The people a row is linked to (``OutboxAbout``): its copy is linked to them too."""
+    return list(await session.scalars(
+        select(OutboxAbout.contact_id).where(OutboxAbout.outbox_id == outbox_id)
+    ))
 
 
 async def release_held(session: AsyncSession, contact_id: int, now: datetime) -> int:
@@ -126,6 +134,6 @@ async def release_held(session: AsyncSession, contact_id: int, now: datetime) ->
         copy = enqueue(session, contact, address,
                        Reply(row.body or "", choices_from_json(row.choices)), now=now,
                        kind=row.kind, priority=row.priority, ticket_id=row.ticket_id,
-                       broadcast_id=row.broadcast_id)
+                       broadcast_id=row.broadcast_id, about=await about_of(session, row.id))
         copy.fallback_of = row.id
     return len(held)

@@ -1,37 +1,26 @@
 """The masking hook every inbound text passes before it is stored or logged.
 
-Detectors (social-security numbers, IBANs, cards, passwords) plug in with ``register``;
-the coordinators issue adds them. Each detector returns the masked text and the kinds it
+``mask`` runs the private-data detectors of ``bot.pii`` (social-security numbers, IBANs,
+cards, passwords and codes) in the order of ``bot.pii.DETECTORS``, an explicit tuple: nothing
+registers itself by being imported. Each detector returns the masked text and the kinds it
 found, so the person can be warned once and reports can count it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Sequence
+
+from bot.pii import DETECTORS, KINDS, Detector, Masked
+
+__all__ = ["DETECTORS", "KINDS", "Detector", "Masked", "mask"]
 
 
-@dataclass(frozen=True)
-class Masked:
-    text: str
-    kinds: tuple[str, ...] = ()
-
-
-Detector = Callable[[str], Masked]
-_detectors: list[Detector] = []
-
-
-def register(detector: Detector) -> Detector:
-    """Add a detector (usable as a decorator). Detectors run in registration order."""
-    if detector not in _detectors:
-        _detectors.append(detector)
-    return detector
-
-
-def mask(text: str) -> Masked:
-    kinds: list[str] = []
-    for detector in _detectors:
+def mask(text: str, detectors: Sequence[Detector] = DETECTORS) -> Masked:
+    """``text`` with its private data replaced by tokens (``[NIR]``, ``[IBAN]``, ``[CARTE]``,
+    ``[MOT DE PASSE]``, ``[CODE]``) and the kinds found, in ``KINDS`` order."""
+    found: set[str] = set()
+    for detector in detectors:
         result = detector(text)
         text = result.text
-        kinds.extend(k for k in result.kinds if k not in kinds)
-    return Masked(text, tuple(kinds))
+        found.update(result.kinds)
+    return Masked(text, tuple(kind for kind in KINDS if kind in found))

@@ -12,7 +12,7 @@ job's payload, as they were when the job was planned.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -20,10 +20,12 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import about as about_people
 from bot import queue
 from bot.config import Settings
 from bot.flows.base import Context, enqueue
 from bot.i18n import Translator
+from bot.rights import FreedSlot
 from bot.scheduler import job, schedule
 from bot.storage.models import (
     Contact,
@@ -85,9 +87,12 @@ def staff_tz(contact: Contact, settings: Settings) -> str:
 
 async def tell(
     session: AsyncSession, staff: Staff, now: datetime, make: Make, *,
-    kind: str = KIND_STAFF, sink: list[Outbox] | None = None,
+    kind: str = KIND_STAFF, sink: list[Outbox] | None = None, about: Iterable[int] = (),
 ) -> Outbox | None:
-    """Write one message to a staff member, in their language, on their last used address."""
+    """Write one message to a staff member, in their language, on their last used address.
+
+    The row is linked to ``about`` and to every person whose ticket this transaction read
+    (``bot.about``): erasing one of them deletes it."""
     contact = await queue.staff_contact(session, staff)
     address = await queue.address_of(session, contact)
     if address is None:
@@ -95,7 +100,8 @@ async def tell(
         return None
     text = make(Translator(contact.language))
     return enqueue(session, contact, address, Reply(text), now=now, kind=kind,
-                   priority=PRIORITY_REPLY, sink=sink)
+                   priority=PRIORITY_REPLY, sink=sink,
+                   about=about_people.mentioned(session, about))
 
 
 # -- words for staff ---------------------------------------------------------------------------
@@ -231,7 +237,8 @@ async def urgent(session: AsyncSession, settings: Settings, now: datetime, ticke
                 _("To answer: /take {id}", id=ticket.id),
             ])
 
-        if await tell(session, staff, now, make, kind=KIND_URGENT, sink=sink):
+        if await tell(session, staff, now, make, kind=KIND_URGENT, sink=sink,
+                      about=(ticket.contact_id,)):
             told += 1
     return told
 
@@ -259,12 +266,13 @@ async def plan_remind(session: AsyncSession, settings: Settings, ticket: Ticket,
     if minutes <= 0:
         return
     await schedule(session, REMIND_JOB, f"ticket:{ticket.id}", now + timedelta(minutes=minutes),
-                   settings_payload(settings))
+                   settings_payload(settings), about=ticket.contact_id)
 
 
 async def plan_silence(session: AsyncSession, settings: Settings, ticket: Ticket,
                        at: datetime) -> None:
-    await schedule(session, SILENCE_JOB, f"ticket:{ticket.id}", at, settings_payload(settings))
+    await schedule(session, SILENCE_JOB, f"ticket:{ticket.id}", at, settings_payload(settings),
+                   about=ticket.contact_id)
 
 
 def _id(key: str) -> int:
@@ -339,7 +347,7 @@ async def silent_since(session: AsyncSession, ticket: Ticket) -> datetime | None
     last_out = await session.scalar(
         select(func.max(Outbox.created_at)).where(
             Outbox.ticket_id == ticket.id, Outbox.contact_id == ticket.contact_id,
-            Outbox.kind == queue.KIND_MEDIATOR, Outbox.created_at >= ticket.taken_at)
+            Outbox.kind.in_(queue.MEDIATOR_KINDS), Outbox.created_at >= ticket.taken_at)
     )
     last_note = await session.scalar(
         select(func.max(TicketNote.created_at)).where(
@@ -383,7 +391,8 @@ async def _silence_job(session: AsyncSession, item: Job, now: datetime) -> None:
     await session.flush()
     if holder is not None:
         await tell(session, holder, now, lambda _: _(
-            "#{id} is back in the queue: no answer from you for 2 hours.", id=ticket.id))
+            "#{id} is back in the queue: no answer from you for 2 hours.", id=ticket.id),
+            about=(ticket.contact_id,))
     await plan_batches(session, settings, now, exclude=holder.id if holder else None)
     await plan_remind(session, settings, ticket, now)
 
@@ -421,9 +430,28 @@ async def relay_to_holder(ctx: Context, ticket: Ticket, text: str) -> bool:
                            what=media_word(_, content_type), link=link))
         return "\n".join(lines) or f"#{ticket.id} {name}: ..."
 
-    await tell(ctx.session, holder, ctx.now, make, sink=ctx.sent)
+    await tell(ctx.session, holder, ctx.now, make, sink=ctx.sent, about=(ticket.contact_id,))
     await plan_silence(ctx.session, ctx.settings, ticket, ctx.now + SILENCE)
     return True
+
+
+async def slots_freed(
+    session: AsyncSession, settings: Settings, now: datetime, freed: Iterable[FreedSlot]
+) -> None:
+    """An erased person had booked these callbacks: each mediator learns theirs is free."""
+    for slot in freed:
+        staff = await session.get(Staff, slot.mediator_id) if slot.mediator_id else None
+        if staff is None:
+            continue
+        contact = await queue.staff_contact(session, staff)
+        tz = staff_tz(contact, settings)
+
+        def make(_: Translator, start: datetime = slot.start_at, tz: str = tz) -> str:
+            return _("The call on {when} is cancelled: the person asked us to erase their "
+                     "data. The slot is free again.",
+                     when=_.datetime(start, tz, _("EEEE d MMMM 'at' H:mm")))
+
+        await tell(session, staff, now, make)
 
 
 async def tell_transferred(
@@ -434,4 +462,4 @@ async def tell_transferred(
     _ = Translator(contact.language)
     text = await summary(session, settings, _, ticket, now, staff_tz(contact, settings),
                          _("{name} passed you #{id}.", name=by.name, id=ticket.id))
-    await tell(session, target, now, lambda _t: text, sink=sink)
+    await tell(session, target, now, lambda _t: text, sink=sink, about=(ticket.contact_id,))

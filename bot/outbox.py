@@ -7,7 +7,12 @@ together sends at the provider's rate. Before a provider call the row is marked
 ``call_started_at``: a worker that dies after that leaves a row that becomes ``in_doubt``
 (resent once, counted); before that, the row simply goes back to ``queued``.
 A person's rows go out in order within a priority: a row is claimable only when no earlier
-row of the same person and priority is still queued, sending or in doubt.
+row of the same person and priority is still queued, sending or in doubt (a row quiet hours
+never hold may pass one that waits for the end of them).
+Quiet hours are checked again at claim time (``bot.quiet.release_at``, on the row's kind, the
+person's time zone and last message): a row a retry, a fallback or a provider pause brought
+into its person's quiet hours is not sent but due again at their end (``QUIET_REASON``), and
+``release_quiet`` lets such rows go as soon as the person writes.
 """
 
 from __future__ import annotations
@@ -33,9 +38,19 @@ from bot.channels.base import Channel, Failure, Registry, SendError, SendResult
 from bot.clock import Clock
 from bot.config import Settings
 from bot.metrics import Metrics
+from bot.quiet import (
+    NEVER_HELD,
+    QUIET_REASON,
+    STAFF_PREFIX,
+    URGENT_SUFFIX,
+    WAITS_EVEN_FOR_WRITERS,
+    is_held_kind,
+    person_timezone,
+    release_at,
+)
 from bot.render import choices_from_json
 from bot.retry import backoff
-from bot.storage.models import Address, Contact, Event, Outbox, RateLimit
+from bot.storage.models import Address, Contact, Event, Outbox, RateLimit, Staff
 from bot.types import PRIORITY_REPLY, Outbound
 
 log = logging.getLogger("relais.outbox")
@@ -86,6 +101,85 @@ async def cancel_unreachable(session: AsyncSession, now: datetime) -> int:
                _blocked_address() | (_stopped_person() & (Outbox.kind != OPTOUT_KIND)))
         .values(status="cancelled", updated_at=now,
                 error_reason="the person said STOP or the address is blocked")
+        .returning(Outbox.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(result.all())
+
+
+def _never_held(row: Any) -> Any:
+    """SQL: ``row`` is of a kind quiet hours never hold (see ``bot.quiet.is_held_kind``)."""
+    return (row.kind.in_(sorted(NEVER_HELD)) | row.kind.endswith(URGENT_SUFFIX)
+            | (row.kind == STAFF_PREFIX) | row.kind.startswith(STAFF_PREFIX + "."))
+
+
+def _waits_for_quiet_end(row: Any, now: datetime) -> Any:
+    """SQL: ``row`` waits for the end of its person's quiet hours: held itself, or queued
+    behind a row of the same person and priority that is (so it leaves after it)."""
+    first = aliased(Outbox)
+    return (row.status.in_(("queued", "in_doubt")) & ~_never_held(row) & exists().where(
+        first.contact_id == row.contact_id, first.priority == row.priority,
+        first.id <= row.id, first.status.in_(("queued", "in_doubt")),
+        first.error_reason == QUIET_REASON, first.next_attempt_at > now,
+    ))
+
+
+def _quiet_kind(kind: str, priority: int) -> str:
+    """The kind quiet hours judge: a broadcast row at reply priority is a ``--test`` send
+    (bot/broadcasts.py), which goes to a coordinator's phone at any hour."""
+    if kind == "broadcast" and priority == PRIORITY_REPLY:
+        return "broadcast.test"
+    return kind
+
+
+async def hold_quiet(
+    session: AsyncSession, picked: list[Any], now: datetime, settings: Settings
+) -> list[int]:
+    """Apply the quiet-hours rule to rows about to be claimed (``(id, contact_id, kind,
+    priority, channel, to)``): those that may not go now are due again when their person's
+    quiet hours end. Returns the ids that may go."""
+    judged = [p for p in picked if is_held_kind(_quiet_kind(p.kind, p.priority))]
+    if not judged:
+        return [p.id for p in picked]
+    is_staff = exists().where(Staff.contact_id == Contact.id)
+    people = {
+        cid: (tz, postcode, last, bool(staff))
+        for cid, tz, postcode, last, staff in (await session.execute(
+            select(Contact.id, Contact.timezone, Contact.postcode, Contact.last_inbound_at,
+                   is_staff)
+            .where(Contact.id.in_({p.contact_id for p in judged}))
+        )).all()
+    }
+    held: dict[datetime, list[int]] = {}
+    for p in judged:
+        tz, postcode, last, staff = people.get(p.contact_id, (None, None, None, False))
+        zone = person_timezone(tz, postcode, p.channel, p.to, settings.timezone)
+        when = release_at(_quiet_kind(p.kind, p.priority), zone, last, now, settings,
+                          to_staff=staff)
+        if when > now:
+            held.setdefault(when, []).append(p.id)
+    for when, ids in held.items():
+        await session.execute(
+            update(Outbox).where(Outbox.id.in_(ids))
+            .values(next_attempt_at=when, error_reason=QUIET_REASON, updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+    if held:
+        log.info("quiet hours: %d rows held until their person's quiet hours end",
+                 sum(len(ids) for ids in held.values()))
+    waiting = {i for ids in held.values() for i in ids}
+    return [p.id for p in picked if p.id not in waiting]
+
+
+async def release_quiet(session: AsyncSession, contact_id: int, now: datetime) -> int:
+    """The person wrote: what waited for the end of their quiet hours goes now (in its
+    place: the rows keep their ids). Broadcasts keep waiting."""
+    result = await session.execute(
+        update(Outbox)
+        .where(Outbox.contact_id == contact_id, Outbox.status.in_(("queued", "in_doubt")),
+               Outbox.error_reason == QUIET_REASON, Outbox.next_attempt_at > now,
+               Outbox.kind.not_in(sorted(WAITS_EVEN_FOR_WRITERS)))
+        .values(next_attempt_at=now, error_reason=None, updated_at=now)
         .returning(Outbox.id)
         .execution_options(synchronize_session=False)
     )
@@ -154,8 +248,11 @@ async def claim_channel(
     now: datetime,
     limit: int,
     only_to: str | None = None,
+    settings: Settings | None = None,
 ) -> list[Claimed]:
-    """Claim up to ``limit`` due rows of one channel and reserve their send slots."""
+    """Claim up to ``limit`` due rows of one channel and reserve their send slots. Rows
+    quiet hours hold are left queued, due at the end of them (``hold_quiet``)."""
+    settings = settings or Settings.model_construct()
     rate = channel.rate
     start = now
     rate_row: RateLimit | None = None
@@ -180,6 +277,8 @@ async def claim_channel(
         earlier.priority == Outbox.priority,
         earlier.id < Outbox.id,
         earlier.status.in_(ACTIVE),
+        # A row quiet hours never hold does not wait behind those waiting for their end.
+        ~(_never_held(Outbox) & _waits_for_quiet_end(earlier, now)),
     )
     paused_person = exists().where(
         Address.id == Outbox.address_id, Address.paused_until > now
@@ -198,10 +297,21 @@ async def claim_channel(
         due.append(Outbox.to == only_to)
 
     async def pick(priority: Any, cap: int) -> list[int]:
-        query = select(Outbox.id).where(*due, priority).order_by(Outbox.id).limit(cap)
-        if _is_pg(session):
-            query = query.with_for_update(skip_locked=True, of=Outbox)
-        return list((await session.scalars(query)).all())
+        chosen: list[int] = []
+        while len(chosen) < cap:  # again while quiet hours hold some of what was found
+            query = select(Outbox.id, Outbox.contact_id, Outbox.kind, Outbox.priority,
+                           Outbox.channel, Outbox.to).where(*due, priority)
+            if chosen:
+                query = query.where(Outbox.id.not_in(chosen))
+            query = query.order_by(Outbox.id).limit(cap - len(chosen))
+            if _is_pg(session):
+                query = query.with_for_update(skip_locked=True, of=Outbox)
+            found = list((await session.execute(query)).all())
+            may_go = await hold_quiet(session, found, now, settings)
+            chosen += may_go
+            if len(may_go) == len(found):
+                break
+        return chosen
 
     # Replies first. Bulk (broadcasts) gets the rest of the budget, but at most half of it
     # while replies are waiting, so the next replies find room in the channel's rate.
@@ -333,7 +443,8 @@ class OutboxWorker:
                 channel = self.registry.get(name)
                 assert channel is not None
                 claimed += await claim_channel(
-                    session, channel, self.worker_id, now, self.batch_size, self.only_to
+                    session, channel, self.worker_id, now, self.batch_size, self.only_to,
+                    self.settings,
                 )
         return claimed
 

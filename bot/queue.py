@@ -23,10 +23,12 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot import about, counters, outcomes
 from bot.clock import Clock
 from bot.config import Settings
 from bot.flows.base import Context, enqueue
 from bot.i18n import N_, Translator
+from bot.quiet import QUIET_REASON, URGENT_SUFFIX, person_timezone, release_at
 from bot.storage.models import (
     Address,
     Contact,
@@ -46,6 +48,8 @@ ACTIVE = (OPEN, TAKEN)
 PRIORITIES = ("urgent", "normal", "low")
 KIND_MEDIATOR = "mediator"  # outbox rows a mediator wrote to a citizen
 KIND_INTRO = "mediator.intro"  # "Alice, of …, answers you"
+KIND_URGENT = KIND_MEDIATOR + URGENT_SUFFIX  # sent now, quiet hours or not (/urgent N TEXT)
+MEDIATOR_KINDS = (KIND_MEDIATOR, KIND_URGENT)  # what a mediator wrote, as history shows it
 SYSTEM = "@@"
 WORDS_MAX = 40
 RECENT_MESSAGES = 5
@@ -74,7 +78,8 @@ class QueueError(Exception):
     """An operation that cannot be done; ``code`` says why (the caller words it).
 
     codes: ``not_found``, ``closed``, ``taken`` (``by`` = the holder), ``not_yours``
-    (``by``), ``empty`` (no text).
+    (``by``), ``outcome`` (none or not of the list, ``detail`` = what was given),
+    ``empty`` (no text), ``not_urgent`` (``/urgent`` on a ticket that is not).
     """
 
     def __init__(self, code: str, ticket_id: int | None = None, by: Staff | None = None,
@@ -156,6 +161,7 @@ def shorten(text: str, limit: int) -> str:
 
 
 async def info(session: AsyncSession, ticket: Ticket) -> TicketInfo:
+    about.mention(session, ticket.contact_id)
     contact = await session.get(Contact, ticket.contact_id)
     assert contact is not None
     address = await address_of(session, contact)
@@ -174,6 +180,7 @@ async def get_ticket(session: AsyncSession, ticket_id: int) -> Ticket:
     ticket = await session.get(Ticket, ticket_id, populate_existing=True)
     if ticket is None:
         raise QueueError("not_found", ticket_id)
+    about.mention(session, ticket.contact_id)
     return ticket
 
 
@@ -193,11 +200,13 @@ async def list_tickets(
 
 
 async def held_by(session: AsyncSession, staff: Staff) -> list[Ticket]:
-    return list((await session.scalars(
+    held = list((await session.scalars(
         select(Ticket).where(Ticket.state == TAKEN, Ticket.mediator_id == staff.id)
         .order_by(Ticket.taken_at, Ticket.id)
         .execution_options(populate_existing=True)
     )).all())
+    about.mention(session, *(t.contact_id for t in held))
+    return held
 
 
 async def count_waiting(session: AsyncSession) -> int:
@@ -256,7 +265,7 @@ async def history(session: AsyncSession, ticket: Ticket, limit: int | None = Non
     outs = (await session.scalars(
         select(Outbox).where(Outbox.ticket_id == ticket.id,
                              Outbox.contact_id == ticket.contact_id,
-                             Outbox.kind == KIND_MEDIATOR)
+                             Outbox.kind.in_(MEDIATOR_KINDS))
         .order_by(Outbox.id)
     )).all()
     for row in outs:
@@ -284,8 +293,8 @@ def note_text(_: Translator, body: str) -> str:
     if action == "transferred":
         return _("passed the ticket to {name}", name=detail)
     if action == "closed":
-        return _("closed the ticket: {outcome}", outcome=detail) if detail else _(
-            "closed the ticket")
+        return _("closed the ticket: {outcome}", outcome=outcomes.label(_, detail)) if (
+            detail) else _("closed the ticket")
     if action == "returned":
         return _("back in the queue: no answer from the mediator for 2 hours")
     return detail or action
@@ -350,12 +359,42 @@ def reachable(ctx: Context) -> bool:
 def to_citizen(ctx: Context, ticket: Ticket, text: str, kind: str = KIND_MEDIATOR,
                sink: list[Outbox] | None = None) -> Outbox | None:
     """One message from a mediator to the person (joined to the ticket), or None when the
-    person cannot get it (STOP, blocked address, no address)."""
+    person cannot get it (STOP, blocked address, no address). To a person who has not
+    written in the last hour, it waits for the end of their quiet hours (``held_until``)."""
     if not reachable(ctx):
         return None
     assert ctx.address is not None
-    return enqueue(ctx.session, ctx.contact, ctx.address, Reply(text), now=ctx.now,
-                   kind=kind, ticket_id=ticket.id, sink=sink)
+    row = enqueue(ctx.session, ctx.contact, ctx.address, Reply(text), now=ctx.now,
+                  kind=kind, ticket_id=ticket.id, sink=sink)
+    zone = person_timezone(ctx.contact.timezone, ctx.contact.postcode, ctx.address.channel,
+                           ctx.address.external_id, ctx.settings.timezone)
+    when = release_at(kind, zone, ctx.contact.last_inbound_at, ctx.now, ctx.settings)
+    if when > ctx.now:
+        row.next_attempt_at, row.error_reason = when, QUIET_REASON
+    return row
+
+
+def held_until(row: Outbox | None) -> datetime | None:
+    """When a row written now will leave, if quiet hours hold it."""
+    if row is None or row.error_reason != QUIET_REASON:
+        return None
+    return row.next_attempt_at
+
+
+async def send_held_now(session: AsyncSession, ticket: Ticket, now: datetime) -> int:
+    """``/urgent``: what the mediators of ``ticket`` wrote that waits for the end of the
+    person's quiet hours goes now, in its order (kinds ``….urgent``)."""
+    rows = (await session.scalars(
+        select(Outbox).where(
+            Outbox.contact_id == ticket.contact_id, Outbox.ticket_id == ticket.id,
+            Outbox.status.in_(("queued", "in_doubt")), Outbox.error_reason == QUIET_REASON,
+            Outbox.kind.in_((KIND_MEDIATOR, KIND_INTRO)))
+        .order_by(Outbox.id)
+    )).all()
+    for row in rows:
+        row.kind = row.kind + URGENT_SUFFIX
+        row.next_attempt_at, row.error_reason, row.updated_at = now, None, now
+    return len(rows)
 
 
 def intro(ctx: Context, staff: Staff, again: bool = False) -> str:
@@ -378,6 +417,7 @@ class Done:
     delivered: bool = True  # the person can get messages
     took: bool = False  # a reply took an open ticket first
     sent: list[Outbox] = field(default_factory=list)
+    held_until: datetime | None = None  # the reply waits for the end of the quiet hours
 
 
 def _may_act(ticket: Ticket, staff: Staff) -> bool:
@@ -425,6 +465,7 @@ async def take(session: AsyncSession, settings: Settings, now: datetime, ticket_
             raise QueueError("closed", ticket_id)
         holder = await session.get(Staff, ticket.mediator_id) if ticket.mediator_id else None
         raise QueueError("taken", ticket_id, by=holder)
+    await _count_first_take(session, settings, now, ticket)
     add_note(session, ticket, staff, SYSTEM + "taken", now)
     record_event(session, "ticket.taken", now, ticket,
            waited_minutes=int((now - ticket.created_at).total_seconds() // 60))
@@ -439,12 +480,17 @@ async def take(session: AsyncSession, settings: Settings, now: datetime, ticket_
 
 
 async def reply(session: AsyncSession, settings: Settings, now: datetime, ticket_id: int,
-                staff: Staff, text: str) -> Done:
-    """Send ``text`` to the person; an open ticket is taken first."""
+                staff: Staff, text: str, *, urgent: bool = False) -> Done:
+    """Send ``text`` to the person; an open ticket is taken first. In the person's quiet
+    hours (and they did not write in the last hour) it waits for their end, unless
+    ``urgent`` (an urgent ticket only: else ``not_urgent``), which sends it now with what
+    waited before it."""
     text = text.strip()
     if not text:
         raise QueueError("empty", ticket_id)
     ticket = await get_ticket(session, ticket_id)
+    if urgent and ticket.state != CLOSED and ticket.priority != "urgent":
+        raise QueueError("not_urgent", ticket_id)
     took = False
     if ticket.state == OPEN or (ticket.state == TAKEN and ticket.mediator_id is None):
         done = await take(session, settings, now, ticket_id, staff)
@@ -458,8 +504,10 @@ async def reply(session: AsyncSession, settings: Settings, now: datetime, ticket
         raise await _holder_error(session, ticket)
     ctx = await citizen_context(session, settings, now, ticket.contact_id)
     name = first_name(staff.name) or "?"
+    if urgent:
+        await send_held_now(session, ticket, now)
     row = to_citizen(ctx, ticket, ctx._("{name}: {text}", name=name, text=text),
-                     KIND_MEDIATOR, sent)
+                     KIND_URGENT if urgent else KIND_MEDIATOR, sent)
     if ctx.conversation.flow != "ticket" or ctx.conversation.state != "waiting":
         enter(ctx, "ticket.waiting")  # their answer comes back to the mediator
     record_event(session, "ticket.reply", now, ticket)
@@ -467,7 +515,8 @@ async def reply(session: AsyncSession, settings: Settings, now: datetime, ticket
 
     await notify.plan_silence(session, settings, ticket, now + notify.SILENCE)
     await session.flush()
-    return Done(ticket, delivered=row is not None, took=took, sent=sent)
+    return Done(ticket, delivered=row is not None, took=took, sent=sent,
+                held_until=held_until(row))
 
 
 async def note(session: AsyncSession, now: datetime, ticket_id: int, staff: Staff,
@@ -518,6 +567,7 @@ async def transfer(session: AsyncSession, settings: Settings, now: datetime, tic
     if ticket.state == TAKEN and ticket.mediator_id == target.id:
         return Done(ticket, already=True)
     before = ticket.mediator_id
+    await _count_first_take(session, settings, now, ticket)
     ticket.state, ticket.mediator_id, ticket.taken_at = TAKEN, target.id, now
     add_note(session, ticket, staff, f"{SYSTEM}transferred:{target.name}", now)
     record_event(session, "ticket.transferred", now, ticket)
@@ -537,8 +587,10 @@ async def transfer(session: AsyncSession, settings: Settings, now: datetime, tic
 
 
 async def close(session: AsyncSession, settings: Settings, now: datetime, ticket_id: int,
-                staff: Staff, outcome: str | None = None) -> Done:
-    """Close with an outcome; the person gets one short "Did we help?" question."""
+                staff: Staff, outcome: str | None = None, note: str | None = None) -> Done:
+    """Close with an outcome of the closed list (``bot.outcomes``: its number or a word; the
+    ``outcome`` error otherwise); free text goes in ``note``, a note on the ticket, never in
+    the outcome. The person gets one short "Did we help?" question."""
     ticket = await get_ticket(session, ticket_id)
     ctx = await citizen_context(session, settings, now, ticket.contact_id)
     ticket = await get_ticket(session, ticket_id)
@@ -546,19 +598,51 @@ async def close(session: AsyncSession, settings: Settings, now: datetime, ticket
         return Done(ticket, already=True)
     if not _may_act(ticket, staff):
         raise await _holder_error(session, ticket)
-    outcome = (outcome or "").strip()[:200] or None
-    ticket.state, ticket.closed_at, ticket.outcome = CLOSED, now, outcome
+    code = outcomes.outcome_of(outcome or "")
+    if code is None:
+        raise QueueError("outcome", ticket_id, detail=(outcome or "").strip()[:40])
+    if note and note.strip():
+        add_note(session, ticket, staff, note.strip(), now)
+    first_taken = await _first_taken_at(session, ticket)
+    ticket.state, ticket.closed_at, ticket.outcome = CLOSED, now, code
     if ticket.mediator_id is None:
         ticket.mediator_id = staff.id
-    add_note(session, ticket, staff, f"{SYSTEM}closed:{outcome or ''}", now)
+    add_note(session, ticket, staff, f"{SYSTEM}closed:{code}", now)
     record_event(session, "ticket.closed", now, ticket,
            minutes=int((now - ticket.created_at).total_seconds() // 60))
+    counters.count(session, settings.timezone, now, counters.CLOSED, code)
+    if first_taken is not None:
+        counters.duration(session, settings.timezone, now, counters.HANDLING,
+                          (now - first_taken).total_seconds())
     done = Done(ticket, delivered=reachable(ctx))
     from bot.flows.escalation import ask_satisfaction
 
     await ask_satisfaction(ctx, ticket, done.sent)
     await session.flush()
     return done
+
+
+_FIRST_TAKE = or_(TicketNote.body == SYSTEM + "taken",
+                  TicketNote.body.like(SYSTEM + "transferred:%"))
+
+
+async def _first_taken_at(session: AsyncSession, ticket: Ticket) -> datetime | None:
+    """When a mediator first had the ticket (taken, or given by a transfer)."""
+    return await session.scalar(
+        select(func.min(TicketNote.created_at))
+        .where(TicketNote.ticket_id == ticket.id, _FIRST_TAKE)
+    )
+
+
+async def _count_first_take(session: AsyncSession, settings: Settings, now: datetime,
+                            ticket: Ticket) -> None:
+    """Reports count a ticket's first take and how long it waited for it (anonymous
+    counters, ``bot.counters``); a take after a release is not a new one."""
+    if await _first_taken_at(session, ticket) is not None:
+        return
+    counters.count(session, settings.timezone, now, counters.TAKEN)
+    counters.duration(session, settings.timezone, now, counters.WAIT,
+                      (now - ticket.created_at).total_seconds())
 
 
 # -- what a mediator writes as a command -----------------------------------------------------

@@ -1,21 +1,27 @@
 """Activity reports for coordinators and funders: text, JSON, CSV files and one
 self-contained HTML page (French, inline SVG charts, no external asset).
 
-Figures are counted from the anonymous ``events`` table wherever an event exists, so they
-survive erasure and retention: new people, messages, check-ins, tickets opened, taken and
-closed, waiting times, satisfaction, callbacks, SMS segments, sends in doubt, and settled
-broadcasts (``broadcast.settled``). Where no event carries the figure, it comes from the
-current tables and says so in ``sources``: active people and their breakdown (people who
-wrote in the period, still known), ticket handling time and outcomes when the
-``ticket.closed`` event lacks them, and broadcasts not settled yet (still in their 48 h
-replies window).
+Every figure about people, check-ins, tickets and callbacks comes from the anonymous
+``counters`` (``bot.counters``): one count per local day and per value of one dimension,
+written when things happen, durations included. Nothing is read from the tables about people
+(contacts, messages, tickets, notes), so an erasure or the retention purge changes no
+figure, and no text anyone wrote (a message, a note, an outcome typed by hand) can reach a
+report: outcomes are the categories of a closed list (``bot.outcomes``). Sends (messages
+sent, SMS segments, sends in doubt) come from the outbox's anonymous ``events`` (a channel,
+a kind, a segment count). Broadcasts come from their settled figures (``broadcast.settled``
+events) once their 48 h replies window has closed, and from the outbox before that (those
+may still change, and say so in ``source``).
+
+Counters are by day: a period is read from its first to its last local day, whole days.
+People are counted once per calendar month, on the day of their first message of the month:
+``active`` is exact for a period of whole months, and counts a person again in each month a
+longer period covers (``active_by_month`` shows each month).
 """
 
 from __future__ import annotations
 
 import csv
 import html
-import statistics
 from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
@@ -27,9 +33,11 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import broadcasts as bc
+from bot import counters as cn
+from bot import outcomes as oc
 from bot.broadcast_model import Broadcast
-from bot.places import departement
-from bot.storage.models import Contact, Event, Message, Staff, Ticket
+from bot.i18n import Translator
+from bot.storage.models import Event
 
 DEFAULT_DAYS = 30
 CALLBACK_KINDS = ("booked", "reached", "no_answer", "cancelled", "moved")
@@ -121,60 +129,32 @@ async def _by(session: AsyncSession, period: Period, kind: str, column: Any
     return found
 
 
-async def _values(session: AsyncSession, period: Period, kind: str, key: str) -> list[Any]:
-    rows = await session.scalars(
-        select(Event.value[key].as_string()).where(_in(period), Event.kind == kind)
-    )
-    return [v for v in rows.all() if v not in (None, "")]
-
-
-def _median(values: list[float]) -> float | None:
-    return round(statistics.median(values), 1) if values else None
-
-
 def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
-async def people(session: AsyncSession, period: Period) -> dict[str, Any]:
-    new_by_channel = await _by(session, period, "contact.new", Event.channel)
-    staff = select(Staff.contact_id)
-    active = (
-        select(Message.contact_id, Message.channel)
-        .where(Message.direction == "in", Message.created_at >= period.since,
-               Message.created_at < period.until, Message.contact_id.not_in(staff))
-        .distinct()
-        .subquery()
-    )
-    pairs = (await session.execute(select(active.c.contact_id, active.c.channel))).all()
-    by_channel: Counter[str] = Counter(channel for _cid, channel in pairs)
-    ids = {cid for cid, _channel in pairs}
-    by_language: Counter[str] = Counter()
-    by_dept: Counter[str] = Counter()
-    by_level: Counter[str] = Counter()
-    listed = list(ids)
-    for start in range(0, len(listed), 1000):
-        rows = await session.execute(
-            select(Contact.language, Contact.postcode, Contact.level)
-            .where(Contact.id.in_(listed[start:start + 1000]))
-        )
-        for language, postcode, level in rows.all():
-            by_language[language or "unknown"] += 1
-            by_dept[(departement(postcode) if postcode else None) or "unknown"] += 1
-            by_level[str(level) if level else "unknown"] += 1
+def _sorted(mapping: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(mapping.items()))
+
+
+def people(figures: cn.Figures, months: dict[str, int]) -> dict[str, Any]:
+    """New people (their first message, or an import) and people counted once a month."""
     return {
-        "new": sum(new_by_channel.values()),
-        "new_by_channel": dict(sorted(new_by_channel.items())),
-        "active": len(ids),
-        "by_channel": dict(sorted(by_channel.items())),
-        "by_language": dict(by_language.most_common()),
-        "by_departement": dict(sorted(by_dept.items())),
-        "by_level": dict(sorted(by_level.items())),
+        "new": figures.sum(cn.NEW),
+        "new_by_channel": _sorted(figures.by(cn.NEW)),
+        "imported": figures.sum(cn.IMPORTED),
+        "active": figures.sum(cn.ACTIVE),
+        "active_by_month": months,
+        "by_channel": _sorted(figures.by(cn.ACTIVE_CHANNEL)),
+        "by_language": figures.by(cn.ACTIVE_LANGUAGE),
+        "by_departement": _sorted(figures.by(cn.ACTIVE_DEPARTEMENT)),
+        "by_level": _sorted(figures.by(cn.ACTIVE_LEVEL)),
     }
 
 
-async def messages(session: AsyncSession, period: Period) -> dict[str, Any]:
-    received = await _by(session, period, "inbound", Event.channel)
+async def messages(session: AsyncSession, period: Period, figures: cn.Figures
+                   ) -> dict[str, Any]:
+    """Received: the counters (citizens only). Sent: the outbox's anonymous events."""
     sent = await _by(session, period, "outbox.sent", Event.channel)
     segments = await session.scalar(
         select(func.coalesce(func.sum(Event.value["segments"].as_integer()), 0))
@@ -183,8 +163,8 @@ async def messages(session: AsyncSession, period: Period) -> dict[str, Any]:
     kinds = await _by(session, period, "outbox.sent", Event.value["kind"].as_string())
     in_doubt = await _counts(session, period, "outbox.in_doubt")
     return {
-        "received": sum(received.values()),
-        "received_by_channel": dict(sorted(received.items())),
+        "received": figures.sum(cn.RECEIVED),
+        "received_by_channel": _sorted(figures.by(cn.RECEIVED)),
         "sent": sum(sent.values()),
         "sent_by_channel": dict(sorted(sent.items())),
         "sent_broadcast": kinds.get(bc.KIND, 0),
@@ -194,78 +174,46 @@ async def messages(session: AsyncSession, period: Period) -> dict[str, Any]:
     }
 
 
-async def checkins(session: AsyncSession, period: Period) -> dict[str, Any]:
-    counts = await _counts(session, period, "checkin.sent", "checkin.reminded",
-                           "checkin.answer", "checkin.silence")
-    answers = await _by(session, period, "checkin.answer", Event.value["answer"].as_string())
-    sent = counts["checkin.sent"]
-    answered = counts["checkin.answer"]
+def checkins(figures: cn.Figures) -> dict[str, Any]:
+    answers = figures.by(cn.CHECKINS_ANSWER)
+    sent = figures.sum(cn.CHECKINS_SENT)
+    answered = sum(answers.values())
     return {
         "sent": sent,
-        "reminded": counts["checkin.reminded"],
+        "reminded": figures.sum(cn.CHECKINS_REMINDED),
         "answered": answered,
         "answer_rate": _rate(answered, sent),
-        "answers": dict(answers.most_common()),
-        "needs": sum(answers[a] for a in CHECKIN_NEEDS),
-        "no_news": counts["checkin.silence"],
+        "answers": answers,
+        "needs": sum(answers.get(a, 0) for a in CHECKIN_NEEDS),
+        "no_news": figures.sum(cn.CHECKINS_SILENCE),
     }
 
 
-async def tickets(session: AsyncSession, period: Period) -> dict[str, Any]:
-    counts = await _counts(session, period, "ticket.opened", "ticket.taken", "ticket.closed")
-    sources = {}
-    by_source = await _by(session, period, "ticket.opened", Event.value["source"].as_string())
-    sources["wait"] = "events"
-    waits = [float(v) for v in await _values(session, period, "ticket.taken",
-                                              "waited_minutes")]
-    taken_tickets = None
-    if not waits:  # no event with the wait: the tickets still known
-        taken_tickets = await _tickets_between(session, period, Ticket.taken_at)
-        waits = [(t.taken_at - t.created_at).total_seconds() / 60 for t in taken_tickets
-                 if t.taken_at is not None]
-        sources["wait"] = "tickets"
-    handled = [float(v) for v in await _values(session, period, "ticket.closed",
-                                                "handled_minutes")]
-    outcomes: Counter[str] = Counter(await _values(session, period, "ticket.closed",
-                                                   "outcome"))
-    sources["handling"] = sources["outcomes"] = "events"
-    closed_tickets = None
-    if not handled or not outcomes:
-        closed_tickets = await _tickets_between(session, period, Ticket.closed_at)
-    if not handled and closed_tickets is not None:
-        handled = [(t.closed_at - t.taken_at).total_seconds() / 60 for t in closed_tickets
-                   if t.closed_at is not None and t.taken_at is not None]
-        sources["handling"] = "tickets"
-    if not outcomes and closed_tickets is not None:
-        outcomes = Counter((t.outcome or "none") for t in closed_tickets)
-        sources["outcomes"] = "tickets"
-    satisfaction = await _by(session, period, "ticket.satisfaction",
-                             Event.value["answer"].as_string())
+def tickets(figures: cn.Figures) -> dict[str, Any]:
+    """Opened (by source, priority, channel), first taken, closed by outcome category; the
+    median wait before the first take and handling time (first take to close) from the
+    duration buckets; satisfaction."""
+    satisfaction = figures.by(cn.SATISFACTION)
     answered = satisfaction.get("yes", 0) + satisfaction.get("no", 0)
     return {
-        "opened": counts["ticket.opened"],
-        "by_source": dict(by_source.most_common()),
-        "taken": counts["ticket.taken"],
-        "closed": counts["ticket.closed"],
-        "median_wait_minutes": _median(waits),
-        "median_handling_minutes": _median(handled),
-        "outcomes": dict(outcomes.most_common()),
-        "satisfaction": dict(satisfaction.most_common()),
+        "opened": figures.sum(cn.OPENED),
+        "by_source": figures.by(cn.OPENED),
+        "by_priority": figures.by(cn.OPENED_PRIORITY),
+        "by_channel": _sorted(figures.by(cn.OPENED_CHANNEL)),
+        "taken": figures.sum(cn.TAKEN),
+        "closed": figures.sum(cn.CLOSED),
+        "median_wait_minutes": figures.median_minutes(cn.WAIT),
+        "median_handling_minutes": figures.median_minutes(cn.HANDLING),
+        "outcomes": figures.by(cn.CLOSED),
+        "satisfaction": satisfaction,
         "satisfied_rate": _rate(satisfaction.get("yes", 0), answered),
-        "sources": sources,
+        "sources": {"wait": "counters", "handling": "counters", "outcomes": "counters"},
     }
 
 
-async def _tickets_between(session: AsyncSession, period: Period, column: Any
-                           ) -> list[Ticket]:
-    return list((await session.scalars(
-        select(Ticket).where(column >= period.since, column < period.until)
-    )).all())
-
-
-async def callbacks(session: AsyncSession, period: Period) -> dict[str, Any]:
-    counts = await _counts(session, period, *(f"callback.{k}" for k in CALLBACK_KINDS))
-    return {kind: counts[f"callback.{kind}"] for kind in CALLBACK_KINDS}
+def callbacks(figures: cn.Figures) -> dict[str, Any]:
+    found = figures.count.get(cn.CALLBACKS, {})
+    return {kind: found.get(kind, 0) for kind in CALLBACK_KINDS}
 
 
 async def broadcasts(session: AsyncSession, period: Period) -> dict[str, Any]:
@@ -333,34 +281,37 @@ def _broadcast_item(broadcast: Broadcast, figures: dict[str, Any], source: str
     }
 
 
+DAILY = {cn.RECEIVED: "messages_received", cn.NEW: "new_people", cn.OPENED: "tickets_opened"}
+
+
 async def daily(session: AsyncSession, period: Period) -> list[dict[str, Any]]:
-    zone = ZoneInfo(period.tz)
-    days = {day: Counter() for day in period.days()}
-    names = {"inbound": "messages_received", "contact.new": "new_people",
-             "ticket.opened": "tickets_opened"}
-    rows = await session.execute(
-        select(Event.kind, Event.at).where(_in(period), Event.kind.in_(names))
-    )
-    for kind, at in rows.all():
-        day = at.astimezone(zone).date()
-        if day in days:
-            days[day][names[kind]] += 1
-    return [{"date": day.isoformat(), **{name: counts[name] for name in names.values()}}
-            for day, counts in days.items()]
+    found = await cn.daily(session, period.first_day, period.last_day, DAILY)
+    return [{"date": day.isoformat(),
+             **{label: found.get(day, {}).get(name, 0) for name, label in DAILY.items()}}
+            for day in period.days()]
+
+
+async def _months(session: AsyncSession, period: Period) -> dict[str, int]:
+    found = await cn.daily(session, period.first_day, period.last_day, [cn.ACTIVE])
+    months: Counter[str] = Counter()
+    for day in period.days():
+        months[day.strftime("%Y-%m")] += found.get(day, {}).get(cn.ACTIVE, 0)
+    return dict(sorted(months.items()))
 
 
 async def build(session: AsyncSession, period: Period, org: str) -> dict[str, Any]:
     """The whole report, as one JSON-ready object."""
+    figures = await cn.read(session, period.first_day, period.last_day)
     return {
         "organisation": org,
         "period": {"since": period.since.astimezone(ZoneInfo(period.tz)).isoformat(),
                    "until": period.until.astimezone(ZoneInfo(period.tz)).isoformat(),
                    "timezone": period.tz},
-        "people": await people(session, period),
-        "messages": await messages(session, period),
-        "checkins": await checkins(session, period),
-        "tickets": await tickets(session, period),
-        "callbacks": await callbacks(session, period),
+        "people": people(figures, await _months(session, period)),
+        "messages": await messages(session, period, figures),
+        "checkins": checkins(figures),
+        "tickets": tickets(figures),
+        "callbacks": callbacks(figures),
         "broadcasts": await broadcasts(session, period),
         "daily": await daily(session, period),
     }
@@ -391,8 +342,9 @@ def as_text(report: dict[str, Any]) -> str:
         f"{_last_day(period)}",
         "",
         "People",
-        f"  new: {p['new']:,} ({_pairs(p['new_by_channel'])})",
-        f"  active (wrote in the period): {p['active']:,}",
+        f"  new: {p['new']:,} ({_pairs(p['new_by_channel'])}); imported: {p['imported']:,}",
+        f"  active (counted once a month, on their first message): {p['active']:,} "
+        f"({_pairs(p['active_by_month'])})",
         f"  by channel: {_pairs(p['by_channel'])}",
         f"  by language: {_pairs(p['by_language'])}",
         f"  by département: {_pairs(p['by_departement'])}",
@@ -408,6 +360,7 @@ def as_text(report: dict[str, Any]) -> str:
         f"  answers: {_pairs(c['answers'])}",
         "Tickets",
         f"  opened: {t['opened']:,}; taken: {t['taken']:,}; closed: {t['closed']:,}",
+        f"  by source: {_pairs(t['by_source'])}; by priority: {_pairs(t['by_priority'])}",
         f"  median wait before taken: {_num(t['median_wait_minutes'])} min; "
         f"median handling time: {_num(t['median_handling_minutes'])} min",
         f"  outcomes: {_pairs(t['outcomes'])}",
@@ -448,6 +401,7 @@ def write_csv(report: dict[str, Any], folder: Path) -> list[Path]:
             ["channel", "new", "active"],
             [[ch, p["new_by_channel"].get(ch, 0), p["by_channel"].get(ch, 0)]
              for ch in sorted(set(p["new_by_channel"]) | set(p["by_channel"]))]),
+        "people_by_month.csv": (["month", "active"], list(p["active_by_month"].items())),
         "people_by_language.csv": (["language", "people"], list(p["by_language"].items())),
         "people_by_departement.csv": (["departement", "people"],
                                       list(p["by_departement"].items())),
@@ -493,6 +447,9 @@ FR_LABELS = {
     "1": "niveau 1 (débutant)", "2": "niveau 2", "3": "niveau 3 (à l'aise)",
     "keyword": "mot AIDE", "menu": "menu", "misunderstood": "incompris",
     "checkin": "prise de nouvelles", "checkin_silence": "sans nouvelles",
+    "media": "photo ou message vocal", "danger": "mots de danger", "places": "lieu d'aide",
+    "resource": "page d'aide", "forget": "effacement demandé",
+    "urgent": "urgente", "normal": "normale", "low": "basse",
 }
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",
           "septembre", "octobre", "novembre", "décembre")
@@ -593,9 +550,15 @@ def _cards(items: list[tuple[str, str]]) -> str:
     ) + "</div>"
 
 
-def _items(mapping: dict[str, Any], limit: int = 12) -> list[tuple[str, float]]:
+def _items(mapping: dict[str, Any], limit: int = 12, label: Any = None
+           ) -> list[tuple[str, float]]:
     ordered = sorted(mapping.items(), key=lambda kv: (-kv[1], kv[0]))[:limit]
-    return [(_label(k), float(v)) for k, v in ordered]
+    return [((label or _label)(k), float(v)) for k, v in ordered]
+
+
+def _outcome_label(key: str) -> str:
+    """An outcome category in French, as mediators pick it ("orienté vers un partenaire")."""
+    return oc.label(Translator("fr"), key) if key in oc.BY_ID else _label(key)
 
 
 def as_html(report: dict[str, Any]) -> str:
@@ -617,8 +580,9 @@ def as_html(report: dict[str, Any]) -> str:
             ("rappels téléphoniques", _fr_num(cb["booked"])),
         ]),
         "<h2>Les personnes</h2>",
-        "<p>Une personne est « accompagnée » si elle a écrit au moins une fois sur la "
-        "période.</p>",
+        "<p>Une personne accompagnée est comptée une fois par mois, le jour de son premier "
+        "message du mois : le chiffre est exact pour des mois entiers, et une personne qui "
+        "écrit plusieurs mois compte pour chacun d'eux.</p>",
         column_chart([(d["date"], float(d["messages_received"])) for d in report["daily"]],
                      "Messages reçus par jour"),
         bar_chart(_items(p["by_channel"]), "Personnes accompagnées par canal"),
@@ -639,12 +603,13 @@ def as_html(report: dict[str, Any]) -> str:
             ("ouvertes", _fr_num(t["opened"])),
             ("prises en charge", _fr_num(t["taken"])),
             ("closes", _fr_num(t["closed"])),
+            ("urgentes", _fr_num(t.get("by_priority", {}).get("urgent", 0))),
             ("attente médiane", _fr_num(t["median_wait_minutes"], " min")),
             ("durée médiane de traitement", _fr_num(t["median_handling_minutes"], " min")),
             ("personnes satisfaites", _fr_pct(t["satisfied_rate"])),
         ]),
         bar_chart(_items(t["by_source"]), "D'où viennent les demandes"),
-        bar_chart(_items(t["outcomes"]), "Issues"),
+        bar_chart(_items(t["outcomes"], label=_outcome_label), "Issues"),
         "<h2>Rappels téléphoniques</h2>",
         _table(["", "nombre"], [
             ["réservés", _fr_num(cb["booked"])], ["joints", _fr_num(cb["reached"])],
@@ -672,8 +637,7 @@ def as_html(report: dict[str, Any]) -> str:
             ["segments SMS facturés", _fr_num(m["sms_segments"])],
             ["envois incertains (coupure pendant l'envoi)", _fr_num(m["in_doubt"])],
         ]),
-        '<p class="note">Les chiffres sont comptés de façon anonyme : ils restent justes '
-        "même après l'effacement des données d'une personne.</p>",
+        _footer(b),
     ]
     return (
         '<!DOCTYPE html>\n<html lang="fr">\n<head>\n<meta charset="utf-8">\n'
@@ -681,6 +645,21 @@ def as_html(report: dict[str, Any]) -> str:
         f"<title>Rapport d'activité : {_e(org)}</title>\n<style>{CSS}</style>\n</head>\n"
         "<body>\n" + "\n".join(body) + "\n</body>\n</html>\n"
     )
+
+
+def _footer(b: dict[str, Any]) -> str:
+    """What the figures are made of: a true statement, and the exception when there is one."""
+    text = ("Ces chiffres viennent de compteurs anonymes, tenus jour par jour au moment où "
+            "les choses arrivent : un compteur par critère (canal, langue, département, "
+            "aisance, origine de la demande, issue), sans lien avec une personne et sans "
+            "aucun texte. Ils ne changent pas quand les données d'une personne sont effacées. "
+            "Aucun message, aucune note, aucun texte écrit par une personne ou par un "
+            "médiateur ne figure dans ce rapport.")
+    if any(item.get("source") == "outbox" for item in b.get("items", [])):
+        text += (" Seule exception : les messages d'information envoyés il y a moins de 48 h "
+                 "sont comptés sur les envois eux-mêmes ; leurs chiffres peuvent encore "
+                 "changer.")
+    return f'<p class="note">{_e(text)}</p>'
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:

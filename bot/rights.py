@@ -24,7 +24,7 @@ from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, inspect, select, update
+from sqlalchemy import delete, func, inspect, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql import null
@@ -33,7 +33,7 @@ from bot import events
 from bot.addresses import PHONE_CHANNELS, AddressError, parse_address
 from bot.addresses import Address as AddressValue
 from bot.config import Settings
-from bot.scheduler import job, schedule
+from bot.scheduler import CHECKPOINT, job, schedule
 from bot.storage.models import (
     PERSONAL_DATA,
     Address,
@@ -45,7 +45,9 @@ from bot.storage.models import (
     KeyValue,
     MediaItem,
     Message,
+    MessageAbout,
     Outbox,
+    OutboxAbout,
     Slot,
     Staff,
     Suppression,
@@ -269,6 +271,7 @@ class Erased:
     counts: dict[str, int] = field(default_factory=dict)
     suppressed: int = 0
     shell: bool = False
+    freed_slots: list[FreedSlot] = field(default_factory=list)
 
     def describe(self) -> str:
         shown = [f"{n} {table}" for table, n in self.counts.items() if n]
@@ -299,14 +302,7 @@ async def erase(
             session, [AddressValue(a.channel, a.external_id) for a in addresses], now
         )
     tickets = list(await session.scalars(select(Ticket.id).where(Ticket.contact_id == cid)))
-    if tickets:  # other people's rows about this person's tickets (a mediator's copies)
-        for model in (Message, Outbox):
-            await session.execute(
-                update(model)
-                .where(model.ticket_id.in_(tickets), model.contact_id != cid)
-                .values(body=None)
-                .execution_options(synchronize_session=False)
-            )
+    counts["staff copies"] = await _erase_staff_copies(session, cid, tickets)
     staff = await session.scalar(select(Staff).where(Staff.contact_id == cid))
     if staff is not None:  # their taken tickets go back to the queue
         await session.execute(
@@ -315,7 +311,7 @@ async def erase(
             .values(state="open", mediator_id=None, taken_at=None)
             .execution_options(synchronize_session=False)
         )
-    await _anonymise_slots(session, cid, now, counts)
+    result.freed_slots = await _anonymise_slots(session, cid, now, counts)
     for model, column in reversed(PERSONAL_DATA):
         where = getattr(model, column) == cid
         if model in (Contact, Address, Slot):
@@ -339,11 +335,14 @@ async def erase(
             delete(model).where(where).execution_options(synchronize_session=False)
         )
         counts[_label(model)] = counts.get(_label(model), 0) + (deleted.rowcount or 0)
-    await session.execute(
+    jobs = await session.execute(
         delete(Job)
-        .where(Job.key == f"contact:{cid}", Job.status == "queued")
+        .where(or_(Job.contact_id == cid, Job.key == f"contact:{cid}"),
+               Job.kind != FINISH_JOB)
         .execution_options(synchronize_session=False)
     )
+    counts["jobs"] = jobs.rowcount or 0
+    session.info[CHECKPOINT] = True
     if keep is not None:
         contact.name = contact.postcode = None
         contact.level = None
@@ -363,23 +362,63 @@ def _label(model: type[Base]) -> str:
     return EXPORT_NAMES.get(table, table).replace("_", " ")
 
 
+async def _erase_staff_copies(session: AsyncSession, cid: int, tickets: list[int]) -> int:
+    """Rows written to or by staff that name or quote the person: alerts, take summaries,
+    relays, notices, a mediator's replies and notes as stored messages (linked through
+    ``outbox_about`` / ``message_about`` when written, or through the person's tickets)."""
+    count = 0
+    linked_out = select(OutboxAbout.outbox_id).where(OutboxAbout.contact_id == cid)
+    linked_in = select(MessageAbout.message_id).where(MessageAbout.contact_id == cid)
+    out_where = Outbox.id.in_(linked_out)
+    in_where = Message.id.in_(linked_in)
+    if tickets:
+        out_where = or_(out_where, Outbox.ticket_id.in_(tickets) & (Outbox.contact_id != cid))
+        in_where = or_(in_where, Message.ticket_id.in_(tickets) & (Message.contact_id != cid))
+    # A fallback copy points at the row it copies: unlink before deleting.
+    await session.execute(
+        update(Outbox).where(Outbox.fallback_of.in_(select(Outbox.id).where(out_where)))
+        .values(fallback_of=None).execution_options(synchronize_session=False)
+    )
+    for model, where in ((Outbox, out_where), (Message, in_where)):
+        deleted = await session.execute(
+            delete(model).where(where).execution_options(synchronize_session=False)
+        )
+        count += deleted.rowcount or 0
+    return count
+
+
+@dataclass(frozen=True)
+class FreedSlot:
+    """A callback that was booked by an erased person: open again; its mediator is told."""
+
+    slot_id: int
+    start_at: datetime
+    mediator_id: int | None
+
+
 async def _anonymise_slots(
     session: AsyncSession, cid: int, now: datetime, counts: dict[str, int]
-) -> None:
+) -> list[FreedSlot]:
     """A future booked callback is freed for others; past ones lose who they were for."""
-    freed = await session.execute(
-        update(Slot)
-        .where(Slot.contact_id == cid, Slot.status == "booked", Slot.start_at > now)
-        .values(status="open", contact_id=None, phone=None, booked_at=None)
-        .execution_options(synchronize_session=False)
-    )
+    booked = (await session.scalars(
+        select(Slot).where(Slot.contact_id == cid, Slot.status == "booked", Slot.start_at > now)
+    )).all()
+    freed = [FreedSlot(s.id, s.start_at, s.mediator_id) for s in booked]
+    if booked:
+        await session.execute(
+            update(Slot)
+            .where(Slot.id.in_([s.id for s in booked]))
+            .values(status="open", contact_id=None, phone=None, booked_at=None)
+            .execution_options(synchronize_session=False)
+        )
     past = await session.execute(
         update(Slot)
         .where(Slot.contact_id == cid)
         .values(contact_id=None, phone=None)
         .execution_options(synchronize_session=False)
     )
-    counts["bookings"] = (freed.rowcount or 0) + (past.rowcount or 0)
+    counts["bookings"] = len(freed) + (past.rowcount or 0)
+    return freed
 
 
 async def forget(

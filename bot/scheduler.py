@@ -20,11 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.clock import Clock, minute_floor
 from bot.retry import backoff
+from bot.storage.db import checkpoint
 from bot.storage.models import Job
 
 log = logging.getLogger("relais.scheduler")
 
 LEASE = timedelta(minutes=5)
+CHECKPOINT = "relais.checkpoint"  # session.info, set by an erasure (``bot.rights``)
 MAX_JOB_ATTEMPTS = 6
 
 _SETTINGS: ContextVar[Any] = ContextVar("relais_job_settings", default=None)
@@ -55,12 +57,17 @@ async def schedule(
     key: str,
     due_at: datetime,
     payload: dict[str, Any] | None = None,
+    *,
+    about: int | None = None,
 ) -> None:
-    """Plan a job; planning the same (kind, key, minute) again does nothing."""
+    """Plan a job; planning the same (kind, key, minute) again does nothing.
+
+    ``about``: the person the job concerns (their check-in, ticket or slot): erasing them
+    deletes it."""
     due = minute_floor(due_at)
     values = {
         "kind": kind, "key": key, "due_at": due, "run_at": due_at, "payload": payload or {},
-        "status": "queued", "attempts": 0, "created_at": due_at,
+        "status": "queued", "attempts": 0, "created_at": due_at, "contact_id": about,
     }
     dialect = session.bind.dialect.name
     builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -175,6 +182,8 @@ class Scheduler:
                                 item.kind, item.key)
                     return
                 await handler(session, item, now)
+            if session.info.get(CHECKPOINT):  # an erasure: leave nothing in SQLite's WAL
+                await checkpoint(session.bind)
         except Exception as exc:  # a failing job is retried, never lost
             log.warning("job %s %s failed: %s", item.kind, item.key, exc)
             delay = backoff(item.attempts, MAX_JOB_ATTEMPTS)

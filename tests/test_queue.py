@@ -305,18 +305,24 @@ def test_relais_queue_reads_and_acts_for_staff(db_url, in_tmp):
                   "sms:+33611111111") == (0, "#1 passed to Bob Durand\n", "")
     assert relais(db_url, "queue", "release", "1", "--as", "telegram:4242") == (
         0, "#1 is back in the queue\n", "")
-    assert relais(db_url, "queue", "close", "1", "--outcome", "carte commandée", "--as",
-                  "telegram:4242") == (0, "closed #1\n", "")
+    code, out, err = relais(db_url, "queue", "close", "1", "--outcome", "carte commandée",
+                            "--as", "telegram:4242")
+    assert (code, out) == (2, "")
+    assert "--outcome: unknown outcome 'carte commandée'; one of 1 resolved" in err
+    assert relais(db_url, "queue", "close", "1", "--as", "telegram:4242")[0] == 2
+    assert relais(db_url, "queue", "close", "1", "--outcome", "Résolu", "--note",
+                  "carte commandée", "--as", "telegram:4242") == (0, "closed #1\n", "")
     code, out, _err = relais(db_url, "queue", "history", "1", "--json")
     history = json.loads(out)
     assert [(h["kind"], h["text"]) for h in history if h["kind"] == "system"] == [
         ("system", "took the ticket"), ("system", "passed the ticket to Bob Durand"),
         ("system", "put the ticket back in the queue"),
-        ("system", "closed the ticket: carte commandée")]
+        ("system", "closed the ticket: resolved")]
+    assert [h["text"] for h in history if h["kind"] == "note"][-1] == "carte commandée"
 
     assert relais(db_url, "queue", "list", "--json")[1] == "[]\n"
     assert [r["outcome"] for r in json.loads(relais(db_url, "queue", "list", "--all",
-                                                    "--json")[1])] == ["carte commandée"]
+                                                    "--json")[1])] == ["resolved"]
     code, out, err = relais(db_url, "queue", "take", "1", "--as", "sms:+33699999999")
     assert (code, out) == (2, "")
     assert "no staff member at sms:+33699999999" in err

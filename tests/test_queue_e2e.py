@@ -136,7 +136,7 @@ async def test_a_citizen_on_sms_and_mediators_on_telegram_and_sms(db_url, fakes)
         assert await story.next_sms(MARIE, 4) == "Bob : C'est fait, votre dossier est a jour."
         await story.sms(MARIE, "Merci !")
         assert await story.next_sms(BOB, 3) == "#1 ?: Merci !"
-        await story.sms(BOB, "/fermer 1 dossier CAF à jour")
+        await story.sms(BOB, "/fermer 1 1 dossier CAF à jour")
         assert await story.next_sms(MARIE, 5) == (
             "Est-ce que nous vous avons aidé ?\n1. Oui\n2. Non")
         assert await story.next_sms(BOB, 4) == "#1 est fermée. Merci !"
@@ -157,7 +157,7 @@ async def test_a_citizen_on_sms_and_mediators_on_telegram_and_sms(db_url, fakes)
             answers = (await session.scalars(
                 select(Event.value).where(Event.kind == "ticket.satisfaction"))).all()
         assert (ticket.state, ticket.outcome, ticket.channel) == (
-            "closed", "dossier CAF à jour", "sms")
+            "closed", "resolved", "sms")
         assert notes == ["@@taken", "numéro allocataire à vérifier",
-                         "@@transferred:Bob Durand", "@@closed:dossier CAF à jour"]
+                         "@@transferred:Bob Durand", "dossier CAF à jour", "@@closed:resolved"]
         assert answers == [{"answer": "yes"}]

@@ -1,6 +1,10 @@
-"""Reports on SQLite and PostgreSQL, from a seeded set of anonymous events and tables: every
-figure asserted, the period's edges in the local time zone, the text, JSON, CSV files and a
-self-contained French HTML page with inline SVG charts."""
+"""Reports on SQLite and PostgreSQL, built from the anonymous counters (``bot.counters``) and
+the outbox's anonymous events: every figure asserted, the period's edges in the local time
+zone, the text, JSON, CSV files and a self-contained French HTML page with inline SVG charts.
+
+Then a real morning of the queue through the engine: a report, three people erased (two by
+``relais forget``, one by OUBLIER), the same report again, figure for figure; and no message,
+note or typed outcome in any report."""
 
 from __future__ import annotations
 
@@ -8,27 +12,45 @@ import asyncio
 import csv
 import json
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import time_machine
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from typer.testing import CliRunner
 
-from bot import reports
+from bot import counters as cn
+from bot import reports, rights
 from bot.broadcast_model import Broadcast
 from bot.cli.app import app
+from bot.flows import forget
+from bot.flows import keywords as kw
+from bot.flows.global_keywords import ACTIONS
+from bot.services import Services
+from bot.staff import find_contact
 from bot.storage.db import make_engine, sessionmaker
-from bot.storage.models import Address, Contact, Event, Message, Outbox, Staff, Ticket
+from bot.storage.models import (
+    Address,
+    Contact,
+    Event,
+    Message,
+    Outbox,
+    ReportCounter,
+    Ticket,
+    TicketNote,
+)
+from tests.test_staff_commands import Room, add
 
 NOW = datetime(2030, 3, 10, 9, 0, tzinfo=UTC)
 DAY = datetime(2030, 3, 3, 12, 0, tzinfo=UTC)  # inside the period
 BEFORE = datetime(2030, 2, 28, 22, 0, tzinfo=UTC)  # 28 February, 23:00 in Paris: outside
 AFTER = datetime(2030, 3, 5, 23, 30, tzinfo=UTC)  # 6 March, 00:30 in Paris: outside
 PERIOD = ("--since", "2030-03-01", "--until", "2030-03-05")
+TZ = "Europe/Paris"
+MARKER = "ZORGLUB"  # written into messages, notes and typed outcomes: never in a report
 
 
 @pytest.fixture(autouse=True)
@@ -38,6 +60,12 @@ def frozen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Any:
         yield traveller
 
 
+@pytest.fixture(autouse=True)
+def oublier_wired(monkeypatch: pytest.MonkeyPatch) -> None:
+    """OUBLIER runs the confirmation flow (global_keywords wires it the same way)."""
+    monkeypatch.setitem(ACTIONS, kw.FORGET, forget.on_forget)
+
+
 def ev(event_kind: str, at: datetime = DAY, channel: str | None = None, **value: Any
        ) -> dict[str, Any]:
     return {"kind": event_kind, "at": at, "channel": channel, "language": "fr",
@@ -45,31 +73,54 @@ def ev(event_kind: str, at: datetime = DAY, channel: str | None = None, **value:
 
 
 def seeded_events() -> list[dict[str, Any]]:
-    rows = (
-        [ev("contact.new", channel="sms")] * 3 + [ev("contact.new", channel="telegram")] * 2
-        + [ev("contact.new", BEFORE, "sms"), ev("contact.new", AFTER, "sms")]
-        + [ev("inbound", channel="sms")] * 8
-        + [ev("inbound", DAY + timedelta(days=1), "sms")] * 2
-        + [ev("inbound", channel="telegram")] * 4 + [ev("inbound", AFTER, "sms")]
-        + [ev("outbox.sent", channel="sms", segments=n, kind="reply") for n in (1, 2, 3)]
+    """What the outbox writes: sends, segments, sends in doubt."""
+    return (
+        [ev("outbox.sent", channel="sms", segments=n, kind="reply") for n in (1, 2, 3)]
         + [ev("outbox.sent", channel="sms", segments=2, kind="broadcast")]
         + [ev("outbox.sent", channel="telegram", segments=1, kind="reply")] * 2
         + [ev("outbox.sent", BEFORE, "sms", segments=5, kind="reply")]
         + [ev("outbox.in_doubt", channel="sms")] * 2
-        + [ev("checkin.sent")] * 10 + [ev("checkin.reminded")] * 3
-        + [ev("checkin.answer", answer="ok")] * 4 + [ev("checkin.answer", answer="help")] * 2
-        + [ev("checkin.answer", answer="callback"), ev("checkin.silence")]
-        + [ev("ticket.opened", source="keyword", priority="normal")] * 3
-        + [ev("ticket.opened", source="checkin", priority="normal")] * 2
-        + [ev("ticket.taken", waited_minutes=m, source="keyword") for m in (10, 20, 30, 40)]
-        + [ev("ticket.closed", minutes=60, source="keyword")] * 3
-        + [ev("ticket.satisfaction", answer="yes")] * 2 + [ev("ticket.satisfaction",
-                                                              answer="no")]
-        + [ev("callback.booked")] * 4 + [ev("callback.reached")] * 2
-        + [ev("callback.no_answer"), ev("callback.cancelled", by="person"),
-           ev("callback.moved")]
     )
-    return rows
+
+
+def seed_counters(session: AsyncSession) -> None:
+    """Counters as the code writes them (buffered, written at commit)."""
+    day, before, after = (cn.day_of(at, TZ) for at in (DAY, BEFORE, AFTER))
+    nxt = day + timedelta(days=1)
+
+    def put(name: str, key: str = "", n: int = 1, on: date = day) -> None:
+        cn.add(session, on, name, key, count=n)
+
+    put(cn.NEW, "sms", 3), put(cn.NEW, "telegram", 2), put(cn.IMPORTED, "sms", 1)
+    put(cn.NEW, "sms", on=before), put(cn.NEW, "sms", on=after)
+    put(cn.RECEIVED, "sms", 8), put(cn.RECEIVED, "sms", 2, nxt)
+    put(cn.RECEIVED, "telegram", 4), put(cn.RECEIVED, "sms", on=after)
+    put(cn.ACTIVE, n=3), put(cn.ACTIVE, on=before)
+    put(cn.ACTIVE_CHANNEL, "sms", 2), put(cn.ACTIVE_CHANNEL, "telegram", 1)
+    for name, keys in ((cn.ACTIVE_LANGUAGE, ("fr", "en", "unknown")),
+                       (cn.ACTIVE_DEPARTEMENT, ("59", "75", "unknown")),
+                       (cn.ACTIVE_LEVEL, ("1", "2", "unknown"))):
+        for key in keys:
+            put(name, key)
+    # a person whose level became known later in the month: moved, not counted twice
+    put(cn.ACTIVE_LEVEL, "unknown", -1), put(cn.ACTIVE_LEVEL, "2")
+    put(cn.ACTIVE_LEVEL, "3", on=before)
+    put(cn.CHECKINS_SENT, n=10), put(cn.CHECKINS_REMINDED, n=3)
+    put(cn.CHECKINS_ANSWER, "ok", 4), put(cn.CHECKINS_ANSWER, "help", 2)
+    put(cn.CHECKINS_ANSWER, "callback"), put(cn.CHECKINS_SILENCE)
+    put(cn.OPENED, "keyword", 3), put(cn.OPENED, "checkin", 2)
+    put(cn.OPENED_PRIORITY, "normal", 4), put(cn.OPENED_PRIORITY, "urgent", 1)
+    put(cn.OPENED_CHANNEL, "sms", 5)
+    put(cn.TAKEN, n=4)
+    for minutes in (10, 20, 30, 40):
+        cn.duration(session, TZ, DAY, cn.WAIT, minutes * 60)
+    cn.duration(session, TZ, BEFORE, cn.WAIT, 600 * 60)
+    put(cn.CLOSED, "resolved", 2), put(cn.CLOSED, "other"), put(cn.CLOSED, "referred", on=before)
+    for minutes in (15, 30, 45):
+        cn.duration(session, TZ, DAY, cn.HANDLING, minutes * 60)
+    put(cn.SATISFACTION, "yes", 2), put(cn.SATISFACTION, "no")
+    put(cn.CALLBACKS, "booked", 4), put(cn.CALLBACKS, "reached", 2)
+    put(cn.CALLBACKS, "no_answer"), put(cn.CALLBACKS, "cancelled"), put(cn.CALLBACKS, "moved")
 
 
 SETTLED = {"broadcast_id": 0, "recipients": 10, "queued": 0, "held": 0, "sent": 2,
@@ -80,6 +131,8 @@ SETTLED = {"broadcast_id": 0, "recipients": 10, "queued": 0, "held": 0, "sent": 
 
 async def seed(session: AsyncSession) -> None:
     await session.execute(insert(Event), seeded_events())
+    seed_counters(session)
+    # Tables about people hold other things: none of it is read (nor the typed outcome).
     people = [("fr", "59000", 1, ["sms"]), ("en", "75011", 2, ["telegram"]),
               (None, None, None, ["sms", "telegram"]), ("fr", "13001", 3, ["sms"])]
     contact_ids = []
@@ -95,22 +148,13 @@ async def seed(session: AsyncSession) -> None:
                               landline=False)
             session.add(address)
             await session.flush()
-            at = BEFORE if index == 3 else DAY  # the last one wrote before the period only
             session.add(Message(contact_id=contact.id, address_id=address.id, direction="in",
-                                channel=channel, body="bonjour", created_at=at))
-    staff = Contact(language="fr", created_at=BEFORE)
-    session.add(staff)
-    await session.flush()
-    session.add(Staff(contact_id=staff.id, name="Awa", role="mediator", created_at=BEFORE))
-    session.add(Message(contact_id=staff.id, direction="in", channel="sms", body="/queue",
-                        created_at=DAY))
-    for handled, outcome in ((15, "résolu"), (30, "résolu"), (45, None)):
+                                channel=channel, body=f"{MARKER} bonjour", created_at=DAY))
+    for handled, outcome in ((15, f"{MARKER} résolu"), (30, "résolu"), (45, None)):
         taken = DAY + timedelta(minutes=5)
         session.add(Ticket(contact_id=contact_ids[0], source="keyword", state="closed",
                            created_at=DAY, taken_at=taken,
                            closed_at=taken + timedelta(minutes=handled), outcome=outcome))
-    session.add(Ticket(contact_id=contact_ids[1], source="keyword", state="closed",
-                       created_at=BEFORE, taken_at=BEFORE, closed_at=BEFORE, outcome="old"))
 
     def broadcast(started: datetime, test: str | None = None) -> Broadcast:
         item = Broadcast(texts={"fr": "x"}, filters={"tags": ["nord"]}, status="done",
@@ -180,11 +224,12 @@ def test_people_and_messages(report: dict[str, Any]) -> None:
                                 "until": "2030-03-06T00:00:00+01:00",
                                 "timezone": "Europe/Paris"}
     assert report["people"] == {
-        "new": 5, "new_by_channel": {"sms": 3, "telegram": 2},
-        "active": 3, "by_channel": {"sms": 2, "telegram": 2},
+        "new": 5, "new_by_channel": {"sms": 3, "telegram": 2}, "imported": 1,
+        "active": 3, "active_by_month": {"2030-03": 3},
+        "by_channel": {"sms": 2, "telegram": 1},
         "by_language": {"en": 1, "fr": 1, "unknown": 1},
         "by_departement": {"59": 1, "75": 1, "unknown": 1},
-        "by_level": {"1": 1, "2": 1, "unknown": 1},
+        "by_level": {"1": 1, "2": 2},
     }
     assert report["messages"] == {
         "received": 14, "received_by_channel": {"sms": 10, "telegram": 4},
@@ -201,13 +246,15 @@ def test_checkins_tickets_callbacks(report: dict[str, Any]) -> None:
     tickets = report["tickets"]
     assert (tickets["opened"], tickets["taken"], tickets["closed"]) == (5, 4, 3)
     assert tickets["by_source"] == {"keyword": 3, "checkin": 2}
-    assert tickets["median_wait_minutes"] == 25.0  # from the events
-    assert tickets["median_handling_minutes"] == 30.0  # from the tickets still known
-    assert tickets["outcomes"] == {"résolu": 2, "none": 1}
+    assert tickets["by_priority"] == {"normal": 4, "urgent": 1}
+    assert tickets["by_channel"] == {"sms": 5}
+    assert tickets["median_wait_minutes"] == 25.0  # 10, 20, 30, 40: each alone in its bucket
+    assert tickets["median_handling_minutes"] == 30.0
+    assert tickets["outcomes"] == {"resolved": 2, "other": 1}  # the closed list only
     assert tickets["satisfaction"] == {"yes": 2, "no": 1}
     assert tickets["satisfied_rate"] == pytest.approx(0.6667)
-    assert tickets["sources"] == {"wait": "events", "handling": "tickets",
-                                  "outcomes": "tickets"}
+    assert tickets["sources"] == {"wait": "counters", "handling": "counters",
+                                  "outcomes": "counters"}
     assert report["callbacks"] == {"booked": 4, "reached": 2, "no_answer": 1, "cancelled": 1,
                                    "moved": 1}
 
@@ -240,7 +287,7 @@ def test_daily_series_in_local_days(report: dict[str, Any]) -> None:
     assert days["2030-03-05"]["messages_received"] == 0
 
 
-def test_figures_survive_erasure(db_url: str, report: dict[str, Any]) -> None:
+def test_no_table_about_people_is_read(db_url: str, report: dict[str, Any]) -> None:
     async def erase(session: AsyncSession) -> None:
         from sqlalchemy import delete
 
@@ -249,12 +296,90 @@ def test_figures_survive_erasure(db_url: str, report: dict[str, Any]) -> None:
     in_db(db_url, erase)
     _code, out, _err = relais(db_url, "report", *PERIOD, "--json")
     after = json.loads(out)
-    for section in ("messages", "checkins", "callbacks"):
-        assert after[section] == report[section]
-    assert after["people"]["new"] == 5
-    assert after["tickets"]["median_wait_minutes"] == 25.0
-    settled = after["broadcasts"]["items"][0]
-    assert (settled["recipients"], settled["delivered"]) == (10, 8)
+    assert after["broadcasts"]["items"][1]["source"] == "outbox"  # the one exception
+    del after["broadcasts"], report["broadcasts"]
+    assert after == report
+
+
+# -- the counters themselves ------------------------------------------------------------------
+
+
+def test_median_is_the_mean_of_the_middle_bucket() -> None:
+    assert cn.median_of_buckets({}, {}) is None
+    assert cn.bucket(0.5) == 0 and cn.bucket(11.9) == 10 and cn.bucket(12) == 12
+    assert cn.bucket(10 ** 6) == cn.BUCKETS[-1]
+    counts, totals = {"10": 1, "20": 1, "30": 2}, {"10": 600, "20": 1260, "30": 4200}
+    assert cn.median_of_buckets(counts, totals) == pytest.approx((21 + 35) / 2, abs=0.1)
+    assert cn.median_of_buckets({"60": 3}, {"60": 3 * 65 * 60}) == 65.0
+
+
+def test_counts_are_written_at_commit_and_dropped_with_their_savepoint(db_url: str) -> None:
+    day = date(2030, 3, 3)
+
+    async def work(session: AsyncSession) -> None:
+        cn.add(session, day, "test.kept", "a")
+        try:
+            async with session.begin_nested():
+                cn.add(session, day, "test.dropped", "a")
+                cn.add(session, day, "test.kept", "a")
+                raise RuntimeError("a failed flow step")
+        except RuntimeError:
+            pass
+        async with session.begin_nested():
+            cn.add(session, day, "test.kept", "a", count=2, total=30)
+        cn.add(session, day, "test.moved", "unknown", count=-1)
+        cn.add(session, day, "test.moved", "unknown")
+
+    async def rolled_back(session: AsyncSession) -> None:
+        cn.add(session, day, "test.never")
+        raise RuntimeError("the whole transaction fails")
+
+    async def read(session: AsyncSession) -> list[tuple[Any, ...]]:
+        rows = await session.execute(select(ReportCounter.name, ReportCounter.key,
+                                            ReportCounter.count, ReportCounter.total)
+                                     .order_by(ReportCounter.name))
+        return [tuple(r) for r in rows.all()]
+
+    in_db(db_url, work)
+    with pytest.raises(RuntimeError):
+        in_db(db_url, rolled_back)
+    in_db(db_url, work)  # a second transaction adds to the same rows
+    assert in_db(db_url, read) == [("test.kept", "a", 6, 60)]
+
+
+def test_flow_events_and_imports_bump_one_counter_per_dimension(db_url: str) -> None:
+    async def work(session: AsyncSession) -> None:
+        for kind, value in (("checkin.sent", None), ("checkin.answer", {"answer": "help"}),
+                            ("checkin.silence", None), ("callback.booked", None),
+                            ("callback.cancelled", {"by": "person"}),
+                            ("ticket.opened", {"source": "danger", "priority": "urgent"}),
+                            ("ticket.satisfaction", {"answer": "no"}),
+                            ("menu.chosen", {"item": "help"})):  # not a report figure
+            cn.count_event(session, TZ, DAY, kind, "whatsapp", value)
+        cn.new_people(session, TZ, DAY, ["sms", "sms", "telegram"])
+
+    async def build(session: AsyncSession) -> dict[str, Any]:
+        period = reports.make_period("2030-03-01", "2030-03-05", TZ, NOW)
+        return await reports.build(session, period, "Relais")
+
+    in_db(db_url, work)
+    data = in_db(db_url, build)
+    assert (data["checkins"]["sent"], data["checkins"]["answers"], data["checkins"]["needs"],
+            data["checkins"]["no_news"]) == (1, {"help": 1}, 1, 1)
+    assert (data["callbacks"]["booked"], data["callbacks"]["cancelled"]) == (1, 1)
+    t = data["tickets"]
+    assert (t["by_source"], t["by_priority"], t["by_channel"]) == (
+        {"danger": 1}, {"urgent": 1}, {"whatsapp": 1})
+    assert t["satisfaction"] == {"no": 1}
+    assert (data["people"]["new_by_channel"], data["people"]["imported"]) == (
+        {"sms": 2, "telegram": 1}, 3)
+
+    async def rows(session: AsyncSession) -> list[tuple[Any, ...]]:
+        found = await session.execute(select(ReportCounter.name, ReportCounter.key))
+        return sorted(tuple(r) for r in found.all())
+
+    assert ("tickets.opened", "danger") in in_db(db_url, rows)
+    assert all(name != "menu.chosen" for name, _key in in_db(db_url, rows))
 
 
 # -- the files -----------------------------------------------------------------------------------
@@ -265,9 +390,11 @@ def test_text_report(db_url: str) -> None:
     code, out, err = relais(db_url, "report", *PERIOD)
     assert (code, err) == (0, "")
     assert "activity from 2030-03-01 to 2030-03-05" in out
-    assert "new: 5 (sms 3, telegram 2)" in out
+    assert "new: 5 (sms 3, telegram 2); imported: 1" in out
+    assert "active (counted once a month, on their first message): 3 (2030-03 3)" in out
     assert "SMS: 4 messages, 8 segments" in out
     assert "median wait before taken: 25 min; median handling time: 30 min" in out
+    assert "outcomes: resolved 2, other 1" in out
     assert "2 broadcasts to 12 people: delivered 81.8%, failed 18.2%, replied 5" in out
 
 
@@ -276,7 +403,7 @@ def test_csv_files(db_url: str, tmp_path: Path) -> None:
     folder = tmp_path / "out"
     code, out, err = relais(db_url, "report", *PERIOD, "--csv", str(folder))
     assert (code, out) == (0, "")
-    assert "9 CSV files written" in err
+    assert "10 CSV files written" in err
 
     def read(name: str) -> list[dict[str, str]]:
         with (folder / name).open(encoding="utf-8-sig", newline="") as handle:
@@ -289,9 +416,10 @@ def test_csv_files(db_url: str, tmp_path: Path) -> None:
     assert summary[("broadcasts", "delivery_rate")] == "0.8182"
     assert read("people_by_channel.csv") == [
         {"channel": "sms", "new": "3", "active": "2"},
-        {"channel": "telegram", "new": "2", "active": "2"}]
-    assert read("ticket_outcomes.csv") == [{"outcome": "résolu", "count": "2"},
-                                           {"outcome": "none", "count": "1"}]
+        {"channel": "telegram", "new": "2", "active": "1"}]
+    assert read("people_by_month.csv") == [{"month": "2030-03", "active": "3"}]
+    assert read("ticket_outcomes.csv") == [{"outcome": "resolved", "count": "2"},
+                                           {"outcome": "other", "count": "1"}]
     assert [r["recipients"] for r in read("broadcasts.csv")] == ["10", "2"]
     assert len(read("daily.csv")) == 5
     assert (folder / "summary.csv").read_bytes().startswith(b"\xef\xbb\xbf")
@@ -309,6 +437,9 @@ def test_html_page_is_self_contained_with_svg_charts(db_url: str, tmp_path: Path
     assert "Du 1 mars 2030 au 5 mars 2030" in text
     assert text.count("<svg") >= 6 and "<rect" in text
     assert "Messages reçus par jour" in text and "Par département" in text
+    assert "résolu" in text and "autre" in text  # outcomes in the mediators' words
+    assert "compteurs anonymes" in text and "moins de 48 h" in text  # a live broadcast
+    assert MARKER not in text
     # Nothing is loaded from elsewhere: no script, no stylesheet or image link, no URL
     # outside a link a reader may click.
     assert "<script" not in text and "<link" not in text and "<img" not in text
@@ -340,10 +471,128 @@ def test_html_escapes_names(tmp_path: Path) -> None:
     page = reports.as_html(data)
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "&lt;Centre &amp; Co&gt;" in page and "&lt;b&gt;" in page
-    assert "aucune donnée" in page
+    assert "aucune donnée" in page and "moins de 48 h" not in page
 
 
 def test_bad_period_is_a_usage_error(db_url: str) -> None:
     code, out, err = relais(db_url, "report", "--since", "yesterday")
     assert (code, out) == (2, "")
     assert "--since" in err
+
+
+# -- a real morning, three erasures, the same figures -------------------------------------------
+
+MONDAY_10 = datetime(2030, 3, 4, 9, 0, tzinfo=UTC)  # 10:00 in Paris
+PEOPLE = {  # who: (channel, language choice, level choice, postcode)
+    "+33611000001": ("sms", "fr", "1", "59000"),
+    "+33611000002": ("sms", "en", "2", "75011"),
+    "chloe": ("terminal", "fr", "3", "13001"),
+    "david": ("terminal", "fr", "2", "69001"),
+}
+
+
+async def a_morning(room: Room, clock: Any) -> None:
+    """Four people onboard and ask for a human; Léa takes three, writes a note, closes with
+    an outcome (one typed wrong first); one person answers the satisfaction question."""
+    for who, (channel, language, level, postcode) in PEOPLE.items():
+        await room.send(who, f"Bonjour {MARKER}", channel=channel)
+        for answer in (language, level, postcode, "oui"):
+            await room.send(who, answer, channel=channel)
+        await room.send(who, "AIDE", channel=channel)
+    await room.send("+33611000001", f"{MARKER} mon dossier CAF", channel="sms")
+
+    def at(minutes: int) -> None:
+        clock.move_to(MONDAY_10 + timedelta(minutes=minutes))
+
+    at(10)
+    await room.send("lea", "/prendre 1")
+    await room.send("lea", f"Bonjour, je regarde {MARKER}")
+    await room.send("lea", f"/note 1 {MARKER} numero allocataire a verifier")
+    at(20)
+    await room.send("lea", "/prendre 2")
+    at(30)
+    await room.send("lea", "/prendre 3")
+    at(35)
+    got = await room.send("lea", "/fermer 2 résolu")
+    assert got["lea"] == ["#2 est fermée. Merci !"]
+    at(40)
+    got = await room.send("lea", f"/fermer 1 2 {MARKER} dossier envoyé à la CAF")
+    assert got["lea"] == ["#1 est fermée. Merci !"]
+    await room.send("+33611000001", "1", channel="sms")  # yes, we helped
+    at(60)
+    got = await room.send("lea", f"/fermer 3 {MARKER} dossier fait")
+    assert got["lea"][0].startswith("Quelle issue pour #3 ? Envoyez /fermer 3 et un numéro :")
+    at(75)
+    await room.send("lea", "/fermer 3 Injoignable")
+
+
+async def build(services: Services) -> dict[str, Any]:
+    period = reports.make_period("2030-03-01", "2030-03-05", TZ, services.clock.now())
+    async with services.sessions() as session:
+        return await reports.build(session, period, "Relais")
+
+
+def every_format(data: dict[str, Any], folder: Path) -> str:
+    """The report as JSON, text, CSV files and HTML, all in one string."""
+    page = folder / "rapport.html"
+    page.write_text(reports.as_html(data), encoding="utf-8")
+    files = reports.write_csv(data, folder / "csv")
+    return "\n".join([json.dumps(data, ensure_ascii=False), reports.as_text(data),
+                      page.read_text(encoding="utf-8"),
+                      *(f.read_text(encoding="utf-8-sig") for f in files)])
+
+
+async def test_figures_survive_three_erasures_and_quote_no_one(services: Services,
+                                                               tmp_path: Path) -> None:
+    with time_machine.travel(MONDAY_10, tick=False) as clock:
+        room = Room(services)
+        await add(services, "terminal:lea", "Léa Martin")
+        await a_morning(room, clock)
+        before = await build(services)
+        async with services.sessions() as session:
+            closed = (await session.scalars(select(Ticket).order_by(Ticket.id))).all()
+            typed = list(await session.scalars(
+                select(TicketNote.body).where(TicketNote.body.like(f"%{MARKER}%"))))
+        # the outcome is a category of the list; what was typed after it is a note
+        assert [t.outcome for t in closed] == ["referred", "resolved", "no-answer", None]
+        assert sorted(typed) == [f"{MARKER} dossier envoyé à la CAF",
+                                 f"{MARKER} numero allocataire a verifier"]
+
+        clock.move_to(MONDAY_10 + timedelta(days=2))  # Wednesday 6 March: after the period
+        async with services.sessions() as session, session.begin():
+            for address in ("sms:+33611000001", "terminal:chloe"):  # relais forget
+                contact = await find_contact(session, address)
+                assert contact is not None
+                await rights.forget(session, contact, services.clock.now(), source="cli")
+        got = await room.send("+33611000002", "OUBLIER", channel="sms")
+        assert got  # the confirmation question
+        await room.send("+33611000002", "1", channel="sms")
+        clock.shift(timedelta(minutes=5))
+        await room.jobs()  # the shell left for the last message goes
+        after = await build(services)
+        async with services.sessions() as session:
+            people = list(await session.scalars(select(Contact.name)))
+            kept = (await session.scalars(select(Ticket))).all()
+            notes = list(await session.scalars(select(TicketNote.body)))
+
+    assert len(people) == 2 and len(kept) == 1  # Léa and David remain
+    assert not [n for n in notes if MARKER in n]
+    t, p = before["tickets"], before["people"]
+    assert (t["opened"], t["taken"], t["closed"]) == (4, 3, 3)
+    assert t["by_source"] == {"keyword": 4}
+    assert t["median_wait_minutes"] == 20.0  # 10, 20 and 30 min before the first take
+    assert t["median_handling_minutes"] == 30.0  # 15, 30 and 45 min from take to close
+    assert t["outcomes"] == {"no-answer": 1, "referred": 1, "resolved": 1}
+    assert t["satisfaction"] == {"yes": 1}
+    assert p["active"] == 4 and p["new"] == 4  # Léa's commands are not activity
+    assert p["by_channel"] == {"sms": 2, "terminal": 2}
+    assert p["by_language"] == {"fr": 3, "en": 1}  # known after the first message: moved
+    assert p["by_departement"] == {"13": 1, "59": 1, "69": 1, "75": 1}
+    assert p["by_level"] == {"1": 1, "2": 2, "3": 1}
+    assert before["messages"]["received"] == 4 * 6 + 2
+    assert after == before
+
+    text = every_format(after, tmp_path)
+    assert MARKER not in text
+    for typed in ("dossier envoy", "numero allocataire", "dossier fait", "Bonjour"):
+        assert typed not in text

@@ -201,7 +201,7 @@ async def test_export_shows_everything_then_forget_leaves_only_anonymous_events(
     for private in ("Awa", "Diallo", "612345678", "dossier CAF", "provider-ref-1"):
         assert private not in leftovers
     assert (slot.status, slot.contact_id, slot.phone) == ("open", None, None)  # freed
-    assert relay.body is None and relay.ticket_id is None
+    assert relay is None  # the mediator's copy of her words is deleted with her
     assert suppressed == 0  # she never said STOP
 
 
@@ -259,8 +259,9 @@ async def test_oublier_in_french_erases_after_yes_and_says_so(services: Services
         ]
         done = await choose(dialog, asked, "yes")
         assert Dialog.texts(done) == [
-            "C'est fait : vos données sont effacées. Vous pouvez nous écrire à nouveau quand "
-            "vous voulez."
+            "C'est fait : vos données sont effacées. Nous ne pouvons pas effacer les copies "
+            "gardées par votre opérateur, votre application de messages ou sur les téléphones "
+            "de l'équipe.\n\nVous pouvez nous écrire à nouveau quand vous voulez."
         ]
         async with services.sessions() as session:
             contact = await find_contact(session, ADDRESS)
@@ -303,7 +304,9 @@ async def test_forget_in_english_yes(services: Services):
     await onboard(dialog, "hello", "en")
     done = await choose(dialog, await dialog.send("erase"), "yes")
     assert Dialog.texts(done) == [
-        "It is done: your data is erased. You can write to us again at any time."
+        "It is done: your data is erased. We cannot erase the copies kept by your phone "
+        "company, your messaging app or on our team's phones.\n\nYou can write to us again "
+        "at any time."
     ]
 
 

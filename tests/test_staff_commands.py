@@ -151,14 +151,14 @@ async def test_escalate_notify_take_relay_note_transfer_close_in_french(services
         got = await room.send("bob", "#1 Voici votre attestation.")
         assert got == {"marie": ["Bob : Voici votre attestation."]}
 
-        got = await room.send("bob", "/fermer 1 attestation envoyée")
+        got = await room.send("bob", "/fermer 1 résolu attestation envoyée")
         assert got == {"marie": ["Est-ce que nous vous avons aidé ?\n1. Oui\n2. Non"],
                        "bob": ["#1 est fermée. Merci !"]}
         got = await room.send("marie", "1")
         assert got == {"marie": ["Merci ! Écrivez-nous quand vous voulez."]}
 
     (ticket,) = await rows(services, Ticket)
-    assert (ticket.state, ticket.outcome) == ("closed", "attestation envoyée")
+    assert (ticket.state, ticket.outcome) == ("closed", "resolved")  # typed text: a note
     answers = [e.value for e in await rows(services, Event, Event.kind == "ticket.satisfaction")]
     assert answers == [{"answer": "yes"}]
     told = room.everything_to("marie")
@@ -172,12 +172,42 @@ async def test_after_a_close_the_next_message_starts_fresh(services):
         await add(services, "terminal:alice", "Alice")
         await room.send("marie", "AIDE")
         await room.send("alice", "/take 1")
-        await room.send("alice", "/close 1")
+        await room.send("alice", "/close 1 1")
         got = await room.send("marie", "bonjour")
         assert got["marie"][0].startswith("De quoi avez-vous besoin ? Envoyez le numéro.\n1. ")
         assert "alice" not in got
     assert [t.state for t in await rows(services, Ticket)] == ["closed"]
     assert await rows(services, Event, Event.kind == "ticket.satisfaction") == []
+
+
+OUTCOME_LIST = ("1. résolu\n2. orienté vers un partenaire\n3. rendez-vous sur place\n"
+                "4. rappel prévu\n5. injoignable\n6. plus besoin\n7. autre\n"
+                "Un texte après le numéro est gardé en note sur la demande.")
+
+
+async def test_close_takes_an_outcome_of_the_list_and_keeps_text_as_a_note(services):
+    with time_machine.travel(MONDAY_10, tick=False):
+        room = Room(services)
+        await add(services, "terminal:alice", "Alice")
+        await add(services, "terminal:bob", "Bob", role="coordinator", language="en")
+        await room.send("marie", "AIDE")
+        await room.send("alice", "/prendre 1")
+        for command in ("/fermer 1", "/fermer 1 dossier mis à jour", "/fermer 1 9 merci"):
+            got = await room.send("alice", command)
+            assert got == {"alice": ["Quelle issue pour #1 ? Envoyez /fermer 1 et un "
+                                     "numéro :\n" + OUTCOME_LIST]}, command
+        assert [t.state for t in await rows(services, Ticket)] == ["taken"]  # not closed
+        got = await room.send("bob", "/close 1")  # the list in the mediator's language
+        assert got["bob"][0].startswith("How did #1 end? Send /close 1 and a number:\n"
+                                        "1. resolved\n2. referred to a partner\n")
+        got = await room.send("alice", "/fermer 1 ORIENTÉ dossier envoyé à la CAF")
+        assert got["alice"] == ["#1 est fermée. Merci !"]
+        got = await room.send("alice", "/historique 1")
+        assert "Résultat : orienté vers un partenaire" in got["alice"][0]
+    (ticket,) = await rows(services, Ticket)
+    assert ticket.outcome == "referred"
+    notes = [n.body for n in await rows(services, TicketNote)]
+    assert notes == ["@@taken", "dossier envoyé à la CAF", "@@closed:referred"]
 
 
 async def test_english_staff_with_telegram_style_commands(services):
@@ -256,13 +286,14 @@ async def test_only_the_holder_or_a_coordinator_acts_and_release_reannounces(ser
         assert await room.send("alice", "/liberer 1") == {"alice": ["#1 n'était pas prise."]}
 
         await room.send("bob", "/prendre 1")
-        got = await room.send("chef", "/fermer 1 doublon")  # a coordinator may close any
+        got = await room.send("chef", "/fermer 1 7 doublon")  # a coordinator may close any
         assert got["chef"] == ["#1 est fermée. Merci !"]
         assert await room.send("bob", "/fermer 1") == {"bob": ["#1 était déjà fermée."]}
         assert await room.send("bob", "/prendre 1") == {"bob": ["#1 est fermée."]}
     notes = [n.body for n in await rows(services, TicketNote)]
     assert notes == ["@@taken", "je connais cette dame", "@@transferred:Dan Sms",
-                     "@@transferred:Alice Martin", "@@released", "@@taken", "@@closed:doublon"]
+                     "@@transferred:Alice Martin", "@@released", "@@taken", "doublon",
+                     "@@closed:other"]
 
 
 async def test_queue_on_sms_is_five_per_message_most_urgent_then_oldest(services):

@@ -9,6 +9,7 @@ from bot.cli import (  # noqa: F401 - importing a module registers its commands
     checkins,
     contacts,
     db,
+    inspect,
     queue,
     report,
     resources,

@@ -40,12 +40,17 @@ def _error(text: str) -> None:
 async def _in_transaction(
     config: Settings, work: Callable[[AsyncSession, Any], Awaitable[T]]
 ) -> T:
+    from bot.rights import CHECKPOINT
     from bot.services import open_services
+    from bot.storage.db import checkpoint
 
     services = await open_services(config)
     try:
         async with services.sessions() as session, session.begin():
-            return await work(session, services.clock.now())
+            result = await work(session, services.clock.now())
+        if session.info.get(CHECKPOINT):  # an erasure: leave nothing in SQLite's WAL
+            await checkpoint(services.db)
+        return result
     finally:
         await services.close()
 

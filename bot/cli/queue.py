@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.cli.common import fail
 from bot.cli.root import app
 from bot.cli.staff import NotFound, Usage, check_address, execute
 from bot.clock import Clock
@@ -47,6 +48,9 @@ def _failed(error: Any) -> Exception:
         "taken": f"ticket {error.ticket_id} was already taken{who}",
         "not_yours": f"ticket {error.ticket_id} is held{who}",
         "empty": "TEXT must not be empty",
+        "not_urgent": f"ticket {error.ticket_id} is not urgent: --now is only for urgent "
+                      "tickets (without it, the reply waits for the end of the person's quiet "
+                      "hours)",
     }
     if error.code == "empty":
         return Usage(messages["empty"])
@@ -248,14 +252,25 @@ def take(ticket_id: int = typer.Argument(..., metavar="ID"),
 @queue_app.command("reply")
 def reply(ticket_id: int = typer.Argument(..., metavar="ID"),
           text: str = typer.Argument(..., metavar="TEXT"),
-          as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
-    """Answer the person (an open ticket is taken first)."""
+          as_: str = typer.Option(..., "--as", help=AS_HELP),
+          now_: bool = typer.Option(False, "--now",
+                                    help="Send now, even in the person's quiet hours "
+                                         "(urgent tickets only)")) -> None:
+    """Answer the person (an open ticket is taken first). In their quiet hours, unless they
+    wrote in the last hour, the reply waits for the end of them (--now: an urgent ticket's
+    reply goes at once)."""
     from bot import queue
 
     async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
-        done = await queue.reply(session, config, now, ticket_id, staff, text)
+        done = await queue.reply(session, config, now, ticket_id, staff, text, urgent=now_)
         took = f"took #{ticket_id}; " if done.took else ""
-        return f"{took}reply to #{ticket_id} queued{_undelivered(done)}"
+        if done.held_until is not None and done.delivered:
+            now_hint = "; --now sends it at once" if done.ticket.priority == "urgent" else ""
+            return (f"{took}reply to #{ticket_id} held until "
+                    f"{_iso(done.held_until, config.timezone)} (the person's quiet hours"
+                    f"{now_hint})")
+        sent = "queued to go now (urgent)" if now_ else "queued"
+        return f"{took}reply to #{ticket_id} {sent}{_undelivered(done)}"
 
     typer.echo(_act(as_, action))
 
@@ -315,13 +330,22 @@ def transfer(ticket_id: int = typer.Argument(..., metavar="ID"),
 
 @queue_app.command("close")
 def close(ticket_id: int = typer.Argument(..., metavar="ID"),
-          outcome: str | None = typer.Option(None, "--outcome", help="What was done"),
+          outcome: str | None = typer.Option(
+              None, "--outcome", help="How it ended, a number or a word of the list: "
+              "1 resolved, 2 referred, 3 appointment, 4 callback, 5 no-answer, 6 not-needed, "
+              "7 other"),
+          note: str | None = typer.Option(None, "--note",
+                                          help="Free text, kept as a note on the ticket"),
           as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
-    """Close a ticket; the person is asked whether we helped."""
-    from bot import queue
+    """Close a ticket with its outcome; the person is asked whether we helped."""
+    from bot import outcomes, queue
+
+    if outcomes.outcome_of(outcome or "") is None:
+        given = f"unknown outcome {outcome!r}" if outcome else "missing"
+        fail(f"--outcome: {given}; one of {outcomes.described()} (free text goes in --note)")
 
     async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
-        done = await queue.close(session, config, now, ticket_id, staff, outcome)
+        done = await queue.close(session, config, now, ticket_id, staff, outcome, note)
         return f"#{ticket_id} was already closed" if done.already else f"closed #{ticket_id}"
 
     typer.echo(_act(as_, action))

@@ -42,7 +42,8 @@ def forget(
 ) -> None:
     """Erase everything about a person (GDPR erasure). If they had said STOP, their
     addresses stay unreachable (a salted hash is kept on the suppression list)."""
-    from bot import rights
+    from bot import notify, rights
+    from bot.cli.common import settings
     from bot.staff import find_contact
 
     target = check_address(address)
@@ -57,7 +58,9 @@ def forget(
         if contact is None:
             raise NotFound(f"no contact at {target}")
         name = contact.name
-        return name, await rights.forget(session, contact, now, source="cli")
+        erased = await rights.forget(session, contact, now, source="cli")
+        await notify.slots_freed(session, settings(), now, erased.freed_slots)
+        return name, erased
 
     name, erased = execute(work)
     who = f"{name} ({target})" if name else target

@@ -103,7 +103,7 @@ def list_(
 @slots_app.command("cancel")
 def cancel(slot_id: int = typer.Argument(..., metavar="ID", help="The slot id")) -> None:
     """Cancel a slot; a person who booked it is told and offered other times."""
-    from bot import events, slots
+    from bot import counters, events, slots
     from bot.flows.callbacks import tell_slot_lost
 
     async def work(session: AsyncSession, config: Settings) -> str:
@@ -115,6 +115,7 @@ def cancel(slot_id: int = typer.Argument(..., metavar="ID", help="The slot id"))
         if not was_booked:
             return f"cancelled slot {slot_id} (nobody had booked it)"
         events.record(session, "callback.cancelled", now, value={"by": "staff"})
+        counters.count(session, config.timezone, now, counters.CALLBACKS, "cancelled")
         sent = await tell_slot_lost(session, config, now, slot, "cancelled")
         told = "told now" if sent else "told when their quiet hours end"
         return f"cancelled slot {slot_id}; the person is {told} and offered other times"
@@ -128,7 +129,7 @@ def done(
     outcome: Outcome = typer.Option(..., "--outcome", help="reached or no-answer"),
 ) -> None:
     """Record how the call went; after no answer the person is offered another time."""
-    from bot import events, slots
+    from bot import counters, events, slots
     from bot.flows.callbacks import tell_slot_lost
 
     async def work(session: AsyncSession, config: Settings) -> str:
@@ -139,6 +140,8 @@ def done(
             raise NotFound(str(exc)) from None
         kind = "callback.reached" if outcome is Outcome.reached else "callback.no_answer"
         events.record(session, kind, now)
+        counters.count(session, config.timezone, now, counters.CALLBACKS,
+                       kind.partition(".")[2])
         if outcome is Outcome.reached:
             return f"slot {slot_id}: reached"
         sent = await tell_slot_lost(session, config, now, slot, "no_answer")

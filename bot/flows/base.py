@@ -10,7 +10,7 @@ keep waiting, or ``None`` when it did not understand.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,12 +18,21 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import events, sms
+from bot import about, counters, events, sms
 from bot.clock import Clock
 from bot.config import Settings
 from bot.i18n import Translator
 from bot.render import choices_to_json, numbered
-from bot.storage.models import Address, Consent, Contact, Conversation, Message, Outbox, Ticket
+from bot.storage.models import (
+    Address,
+    Consent,
+    Contact,
+    Conversation,
+    Message,
+    Outbox,
+    OutboxAbout,
+    Ticket,
+)
 from bot.types import PRIORITY_REPLY, Choice, Inbound, Reply
 
 if TYPE_CHECKING:
@@ -55,6 +64,9 @@ class Context:
     is_new: bool = False
     sent: list[Outbox] = field(default_factory=list)
     pending: list[Pending] = field(default_factory=list)
+    # Staff commands: what is said to the staff member names the people whose tickets the
+    # step read (``bot.about``), and is erased with them.
+    staff_side: bool = False
 
     @property
     def _(self) -> Translator:  # noqa: N802 - the gettext convention
@@ -96,11 +108,12 @@ class Context:
         if self.address is None:
             self.pending.clear()
             return
+        people = about.mentioned(self.session) if self.staff_side else ()
         for item in join_replies(self.pending, self.address.channel):
             enqueue(
                 self.session, self.contact, self.address, item.reply, now=self.now,
                 kind=item.kind, priority=item.priority, max_attempts=item.max_attempts,
-                sink=self.sent,
+                sink=self.sent, about=people,
             )
         self.pending.clear()
 
@@ -123,11 +136,14 @@ class Context:
         return (self.conversation.data or {}).get(key, default)
 
     def event(self, kind: str, **value: Any) -> None:
+        """An anonymous event, and the report counters it bumps (``bot.counters``)."""
+        channel = self.address.channel if self.address else None
         events.record(
             self.session, kind, self.now,
-            channel=self.address.channel if self.address else None,
-            language=self.contact.language, value=value or None,
+            channel=channel, language=self.contact.language, value=value or None,
         )
+        counters.count_event(self.session, self.settings.timezone, self.now, kind, channel,
+                             value)
 
     # -- domain helpers shared by flows ----------------------------------------------------
 
@@ -240,8 +256,12 @@ def enqueue(
     broadcast_id: int | None = None,
     ticket_id: int | None = None,
     sink: list[Outbox] | None = None,
+    about: Iterable[int] = (),
 ) -> Outbox:
-    """Write one outbox row (the only way a message leaves). Segments are counted as SMS."""
+    """Write one outbox row (the only way a message leaves). Segments are counted as SMS.
+
+    ``about``: the other people the row names or quotes (a staff-side row), erased with them.
+    """
     rendered = sms.normalise(numbered(reply.text, reply.choices))
     row = Outbox(
         contact_id=contact.id, address_id=address.id, channel=address.channel,
@@ -252,6 +272,7 @@ def enqueue(
         broadcast_id=broadcast_id, ticket_id=ticket_id, created_at=now, updated_at=now,
         was_in_doubt=False,
     )
+    row.about.add_all(OutboxAbout(contact_id=cid) for cid in sorted(set(about) - {contact.id}))
     session.add(row)
     if sink is not None:
         sink.append(row)

@@ -377,9 +377,11 @@ async def schedule_reminders(
     due = slots.reminders_due(slot.start_at, tz, settings.quiet, now)
     payload = {"settings": _settings_payload(settings)}
     if "evening" in due:
-        await schedule(session, REMIND_EVENING, str(slot.id), due["evening"], payload)
+        await schedule(session, REMIND_EVENING, str(slot.id), due["evening"], payload,
+                       about=slot.contact_id)
     if "hour" in due:
-        await schedule(session, REMIND_HOUR, str(slot.id), due["hour"], payload)
+        await schedule(session, REMIND_HOUR, str(slot.id), due["hour"], payload,
+                       about=slot.contact_id)
 
 
 async def context_for(
@@ -437,7 +439,7 @@ async def tell_slot_lost(
         payload = {"settings": _settings_payload(settings), "reason": reason,
                    "contact_id": slot.contact_id, "start_at": slot.start_at.isoformat()}
         await schedule(session, NOTICE, str(slot.id), next_allowed(settings.quiet, tz, now),
-                       payload)
+                       payload, about=slot.contact_id)
         return False
     await _notice(session, settings, now, slot.contact_id, slot.start_at, reason)
     return True
@@ -521,7 +523,7 @@ async def _remind_hour(session: AsyncSession, item: Job, now: datetime) -> None:
     # Always sent, quiet hours or not: the person booked this call.
     ctx.say(_("In one hour, at {time}, a mediator of {org} will call you at {phone}.",
               time=clock_time(ctx, slot.start_at), org=ctx.org,
-              phone=show_phone(slot.phone or "")), kind="reminder")
+              phone=show_phone(slot.phone or "")), kind="reminder.hour")
     ctx.event("callback.reminded", when="hour")
     await _finish(ctx)
 

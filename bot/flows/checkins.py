@@ -201,7 +201,7 @@ async def send_checkin(
     ctx.event("checkin.sent")
     ctx.flush()
     await schedule(session, rules.REMIND_JOB, rules.checkin_key(checkin.id),
-                   now + rules.ANSWER_WAIT)
+                   now + rules.ANSWER_WAIT, about=checkin.contact_id)
     return checkin
 
 
@@ -215,7 +215,7 @@ async def remind(
     tz = rules.timezone_of(contact, settings)
     if not may_send_proactive(settings, tz, now):
         await schedule(session, rules.REMIND_JOB, rules.checkin_key(checkin.id),
-                       next_allowed(settings.quiet, tz, now))
+                       next_allowed(settings.quiet, tz, now), about=checkin.contact_id)
         return
     ctx = await _context(session, settings, contact, now)
     if await ctx.open_ticket_of() is not None:  # they asked for a human meanwhile
@@ -229,7 +229,7 @@ async def remind(
         ctx.event("checkin.reminded")
         ctx.flush()
     await schedule(session, rules.SILENCE_JOB, rules.checkin_key(checkin.id),
-                   now + rules.ANSWER_WAIT)
+                   now + rules.ANSWER_WAIT, about=checkin.contact_id)
 
 
 async def no_news(

@@ -153,33 +153,67 @@ async def offer_answered(ctx: Context, choice_id: str) -> Next:
 # -- danger words ---------------------------------------------------------------------------
 
 
-def emergency_numbers(ctx: Context) -> str:
-    """The emergency numbers; the first line says nothing a lock screen should not show."""
-    return ctx._(
-        "Here are useful numbers, free, day and night:\n"
-        "17 or 112: police, emergency\n"
-        "15: medical emergency\n"
-        "3919: violence against women, anonymous\n"
-        "115: emergency shelter\n"
-        "114: by text message if you cannot speak\n"
-        "3114: suicidal thoughts\n"
-        "119: a child in danger"
-    )
+def emergency_numbers(
+    ctx: Context, categories: tuple[str, ...] = (), language: str | None = None
+) -> list[str]:
+    """The numbers the categories call for (``bot.danger.NUMBERS``; all of them without a
+    category), in messages of at most 2 SMS segments. Each message's first line says
+    nothing a lock screen should not show."""
+    from bot import sms
+    from bot.danger import numbers_for
+    from bot.i18n import Translator
+
+    _ = Translator(language) if language else ctx._
+    lines = {
+        "17": _("17 or 112: police, emergency"),
+        "15": _("15 or 112: medical emergency"),
+        "114": _("114: by text message if you cannot speak"),
+        "3919": _("3919: violence against women, anonymous"),
+        "3114": _("3114: suicidal thoughts"),
+        "119": _("119: a child in danger"),
+        "115": _("115: emergency shelter"),
+        "food": _("Food aid: we will tell you where to find some."),
+    }
+    messages = [[_("Here are useful numbers, free, day and night:")]]
+    for number in numbers_for(categories):
+        longer = "\n".join([*messages[-1], lines[number]])
+        if len(messages[-1]) > 1 and sms.segments(sms.normalise(longer)) > 2:
+            messages.append([_("More useful numbers:")])
+        messages[-1].append(lines[number])
+    return ["\n".join(message) for message in messages]
 
 
 async def danger(ctx: Context, found: Found, text: str) -> None:
     """Danger words: an urgent ticket, every on-duty staff member told at once, and the
-    emergency numbers for the person (once per ticket)."""
-    _ = ctx._
+    emergency numbers of what was found for the person (once per ticket), in their
+    language (else the language they wrote in, when shipped; else French).
+
+    After STOP the staff are told all the same, and the numbers still go out where the
+    channel lets Relais write to a stopped person (``bot.danger``); nothing else does."""
+    from bot.danger import NUMBERS_AFTER_STOP_CHANNELS
+    from bot.i18n import Translator
+    from bot.outbox import OPTOUT_KIND
+
+    language = None if ctx.contact.language else found.language
+    _ = Translator(language) if language else ctx._
     before = await ctx.open_ticket_of()
     told = before is not None and ctx.recall(DANGER_TOLD) == before.id
     ticket, _created = await ctx.open_ticket("danger", "urgent", found.category)
     if ticket.topic is None:
         ticket.topic = found.category
-    ctx.event("danger", category=found.category, language=found.language)
+    ctx.event("danger", category=found.category, categories=list(found.categories),
+              language=found.language)
     if not told:
         await notify.ticket_opened(ctx, ticket)
-        ctx.say(emergency_numbers(ctx))
+        numbers = emergency_numbers(ctx, found.categories, language)
+        address = ctx.address
+        if ctx.contact.opted_out_at is None:
+            for message in numbers:
+                ctx.say(message)
+        elif address is not None and address.blocked_at is None \
+                and address.channel in NUMBERS_AFTER_STOP_CHANNELS:
+            for message in numbers:  # the one exception to STOP (ARCHITECTURE.md)
+                ctx.say(message, kind=OPTOUT_KIND, force=True)
         ctx.remember(**{DANGER_TOLD: ticket.id})
     if await notify.relay_to_holder(ctx, ticket, text):
         pass
@@ -209,7 +243,7 @@ async def ask_satisfaction(ctx: Context, ticket: Ticket, sink: list[Outbox]) -> 
     if not may_send_proactive(ctx.settings, tz, ctx.now, ctx.contact.last_inbound_at):
         await schedule(ctx.session, SATISFACTION_JOB, f"ticket:{ticket.id}",
                        next_allowed(ctx.settings.quiet, tz, ctx.now),
-                       notify.settings_payload(ctx.settings))
+                       notify.settings_payload(ctx.settings), about=ticket.contact_id)
         return
     _ask_satisfaction(ctx, ticket)
     ctx.flush()

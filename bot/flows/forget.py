@@ -7,7 +7,7 @@ message has left (``bot.rights``). Anonymous events stay for reports.
 
 from __future__ import annotations
 
-from bot import rights
+from bot import notify, rights
 from bot.flows.base import Context, Flow, Next, State, choice, register
 from bot.staff import staff_for_contact
 from bot.types import Reply
@@ -48,15 +48,17 @@ async def answered(ctx: Context, choice_id: str) -> Next:
         ctx.say(_("All right, we keep your data."))
         return "menu.main"
     # The last message first: its outbox row is kept by the erasure and sent afterwards.
-    ctx.say(_("It is done: your data is erased. You can write to us again at any time."),
-            kind="forget")
+    ctx.say(_("It is done: your data is erased. We cannot erase the copies kept by your "
+              "phone company, your messaging app or on our team's phones."), kind="forget")
+    ctx.say(_("You can write to us again at any time."), kind="forget")
     ctx.flush()
     await ctx.session.flush()
     keep = rights.Keep(
         outbox_ids=frozenset(row.id for row in ctx.sent if row.id is not None),
         message_id=ctx.message.id if ctx.message is not None else None,
     )
-    await rights.erase(ctx.session, ctx.contact, ctx.now, keep=keep)
+    erased = await rights.erase(ctx.session, ctx.contact, ctx.now, keep=keep)
+    await notify.slots_freed(ctx.session, ctx.settings, ctx.now, erased.freed_slots)
     await rights.plan_shell_removal(ctx.session, ctx.contact.id, ctx.now)
     ctx.event("forget", source="chat")
     return "menu.main!quiet"

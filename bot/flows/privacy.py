@@ -24,8 +24,7 @@ async def warn_about_private_data(ctx: Context) -> bool:
         return False
     if await staff_for_contact(ctx.session, ctx.contact.id) is not None:
         return False
-    ctx.say(ctx._("For your safety, do not send passwords, codes, card or bank account "
-                  "numbers or your social security number here. We have hidden them."))
+    ctx.say(ctx._("We hid the private code or number you sent: keep it to yourself."))
     ctx.remember(**{WARNED_AT: ctx.now.isoformat()})
     return False
 

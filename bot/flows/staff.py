@@ -2,7 +2,8 @@
 a ``staff`` row comes here, never into citizen flows (a citizen who types ``/queue`` is just a
 citizen: staff powers come only from ``relais staff add``).
 
-``/queue [page]``, ``/take N``, ``/reply N text``, a plain message (relayed to the one ticket
+``/queue [page]``, ``/take N``, ``/reply N text``, ``/urgent N text`` (sent now even in
+the person's quiet hours, urgent tickets only), a plain message (relayed to the one ticket
 the mediator holds; ``#N text`` when they hold several), ``/note N text``, ``/release N``,
 ``/close N [outcome]``, ``/transfer N ADDRESS``, ``/history N``, ``/callbacks``, ``/done ID
 reached|no-answer``, ``/on``, ``/off``, ``/help``; French aliases (``/file``, ``/prendre``…);
@@ -14,23 +15,24 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select
 
-from bot import notify, queue
+from bot import about, counters, notify, outcomes, queue
 from bot.addresses import AddressError
 from bot.flows.base import Context, add_step_hook
 from bot.flows.choices import fold
 from bot.hours import HOUR_MINUTES
 from bot.i18n import Translator
-from bot.storage.models import Slot, Staff
+from bot.storage.models import MessageAbout, Slot, Staff, Ticket
 
 ALIASES = {
     "queue": "queue", "file": "queue", "q": "queue", "list": "queue",
     "take": "take", "prendre": "take",
     "reply": "reply", "repondre": "reply", "r": "reply",
+    "urgent": "urgent",
     "note": "note",
     "release": "release", "liberer": "release",
     "transfer": "transfer", "transferer": "transfer",
@@ -67,8 +69,13 @@ async def hook(ctx: Context) -> bool:
     if staff is None:
         return False
     ctx.conversation.misunderstood = 0
+    ctx.staff_side = True
     await handle(ctx, staff, (ctx.message.body if ctx.message is not None else None)
                  or ctx.inbound.text or "")
+    if ctx.message is not None:  # a reply or a note quotes the person: erased with them
+        people = about.mentioned(ctx.session) - {ctx.contact.id}
+        ctx.session.add_all(MessageAbout(message_id=ctx.message.id, contact_id=cid)
+                            for cid in sorted(people))
     return True
 
 
@@ -124,6 +131,13 @@ def error_text(_: Translator, error: queue.QueueError) -> str:
     if error.code == "empty":
         return _("Write the text after the number, like this: /reply {id} your text",
                  id=number)
+    if error.code == "outcome":  # none given, or not one of the list: show the list
+        return "\n".join([_("How did #{id} end? Send /close {id} and a number:", id=number),
+                          outcomes.choices(_),
+                          _("Text after the number is kept as a note on the ticket.")])
+    if error.code == "not_urgent":
+        return _("#{id} is not urgent: /urgent is only for urgent requests. Nothing was sent."
+                 " /reply {id} TEXT sends it when their quiet hours end.", id=number)
     return str(error)
 
 
@@ -184,7 +198,7 @@ async def show_history(ctx: Context, staff: Staff, rest: str) -> None:
     lines = [_("History of #{id}:", id=number), notify.ticket_line(_, item, ctx.now)]
     lines += await notify.entry_lines(ctx.session, ctx.settings, _, entries, tz(ctx), ctx.now)
     if ticket.state == queue.CLOSED and ticket.outcome:
-        lines.append(_("Outcome: {outcome}", outcome=ticket.outcome))
+        lines.append(_("Outcome: {outcome}", outcome=outcomes.label(_, ticket.outcome)))
     say(ctx, "\n".join(lines))
 
 
@@ -209,10 +223,12 @@ async def take(ctx: Context, staff: Staff, rest: str) -> None:
     _warn_undelivered(ctx, done)
 
 
-async def reply_to(ctx: Context, staff: Staff, number: int, text: str, confirm: bool) -> None:
+async def reply_to(ctx: Context, staff: Staff, number: int, text: str, confirm: bool,
+                   urgent: bool = False) -> None:
     _ = ctx._
     try:
-        done = await queue.reply(ctx.session, ctx.settings, ctx.now, number, staff, text)
+        done = await queue.reply(ctx.session, ctx.settings, ctx.now, number, staff, text,
+                                 urgent=urgent)
     except queue.QueueError as error:
         say(ctx, error_text(_, error))
         return
@@ -221,14 +237,45 @@ async def reply_to(ctx: Context, staff: Staff, number: int, text: str, confirm: 
         say(ctx, _("#{id} is yours now: /history {id} shows what they wrote.", id=number))
     if not done.delivered:
         _warn_undelivered(ctx, done)
+    elif done.held_until is not None:
+        say(ctx, held_text(ctx, done.ticket, done.held_until))
     elif confirm:
         say(ctx, _("Sent to #{id}.", id=number))
+
+
+def held_text(ctx: Context, ticket: Ticket, when: datetime) -> str:
+    """"Message pour #12 envoyé demain à 09:00 (heures calmes)." in the mediator's clock;
+    for an urgent ticket, how to send it now."""
+    _ = ctx._
+    zone = ZoneInfo(tz(ctx))
+    day, today = when.astimezone(zone).date(), ctx.now.astimezone(zone).date()
+    time = _.datetime(when, tz(ctx), "HH:mm")
+    if day == today:
+        text = _("Message for #{id} will be sent today at {time} (quiet hours).",
+                 id=ticket.id, time=time)
+    elif day == today + timedelta(days=1):
+        text = _("Message for #{id} will be sent tomorrow at {time} (quiet hours).",
+                 id=ticket.id, time=time)
+    else:
+        text = _("Message for #{id} will be sent on {date} at {time} (quiet hours).",
+                 id=ticket.id, date=_.datetime(when, tz(ctx), "dd/MM"), time=time)
+    if ticket.priority == "urgent":
+        text += " " + _("If it is urgent: /urgent {id} TEXT", id=ticket.id)
+    return text
 
 
 async def reply(ctx: Context, staff: Staff, rest: str) -> None:
     number, text = _number(ctx, rest, "/reply 12 Hello")
     if number is not None:
         await reply_to(ctx, staff, number, text, confirm=True)
+
+
+async def urgent(ctx: Context, staff: Staff, rest: str) -> None:
+    """``/urgent N TEXT``: like ``/reply``, sent now even in the person's quiet hours (an
+    urgent ticket only)."""
+    number, text = _number(ctx, rest, "/urgent 12 Hello")
+    if number is not None:
+        await reply_to(ctx, staff, number, text, confirm=True, urgent=True)
 
 
 async def plain(ctx: Context, staff: Staff, text: str) -> None:
@@ -278,11 +325,13 @@ async def release(ctx: Context, staff: Staff, rest: str) -> None:
 
 async def close(ctx: Context, staff: Staff, rest: str) -> None:
     _ = ctx._
-    number, outcome = _number(ctx, rest, "/close 12 done")
+    number, text = _number(ctx, rest, "/close 12 1")
     if number is None:
         return
+    outcome, note = outcomes.split(text)  # "2 dossier envoye": referred, and a note
     try:
-        done = await queue.close(ctx.session, ctx.settings, ctx.now, number, staff, outcome)
+        done = await queue.close(ctx.session, ctx.settings, ctx.now, number, staff, outcome,
+                                 note)
     except queue.QueueError as error:
         say(ctx, error_text(_, error))
         return
@@ -386,6 +435,8 @@ async def done(ctx: Context, staff: Staff, rest: str) -> None:
 
     events.record(ctx.session, "callback.reached" if outcome == "reached"
                   else "callback.no_answer", ctx.now)
+    counters.count(ctx.session, ctx.settings.timezone, ctx.now, counters.CALLBACKS,
+                   "reached" if outcome == "reached" else "no_answer")
     if outcome == "reached":
         say(ctx, _("Call {id}: reached. Thank you!", id=slot_id))
         return
@@ -423,11 +474,13 @@ async def show_help(ctx: Context, staff: Staff, rest: str) -> None:
                "/close 12 outcome: close it\n"
                "/history 12: everything about it\n"
                "/callbacks: your calls today, then /done ID reached or /done ID no-answer\n"
-               "/on, /off: on duty or not"))
+               "/on, /off: on duty or not")
+        + "\n" + _("/urgent 12 text: send now, even in quiet hours (urgent requests)"))
 
 
 COMMANDS: dict[str, Command] = {
-    "queue": show_queue, "take": take, "reply": reply, "note": add_note, "release": release,
+    "queue": show_queue, "take": take, "reply": reply, "urgent": urgent, "note": add_note,
+    "release": release,
     "close": close, "transfer": transfer, "history": show_history, "callbacks": callbacks,
     "done": done, "on": on, "off": off, "help": show_help, "unknown": show_help,
 }

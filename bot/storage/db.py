@@ -82,6 +82,9 @@ def _sqlite_events(engine: AsyncEngine) -> None:
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_S * 1000}")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
+        # Deleted rows are overwritten with zeros: an erased person's words do not stay
+        # readable in the file's free pages.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")
@@ -104,3 +107,14 @@ async def ping(engine: AsyncEngine) -> bool:
         return True
     except Exception:  # any failure means "not answering" for health checks
         return False
+
+
+async def checkpoint(engine: AsyncEngine) -> None:
+    """SQLite: copy the write-ahead log into the database and truncate it, so that what an
+    erasure deleted is not left in the ``-wal`` file. Nothing to do on PostgreSQL."""
+    if not is_sqlite(engine):
+        return
+    async with engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        cursor = await raw.driver_connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        await cursor.close()

@@ -6,13 +6,14 @@ Tables holding personal data are listed in ``PERSONAL_DATA`` (export and erasure
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     ForeignKey,
     Index,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, WriteOnlyMapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
 NAMING = {
@@ -55,13 +56,45 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class HourUTCDateTime(UTCDateTime):
+    """A time kept to the hour: anonymous event rows carry no exact moment that could be
+    matched with another row to single a person out."""
+
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is not None:
+            value = value.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+        return super().process_bind_param(value, dialect)
+
+
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
 
 class Base(DeclarativeBase):
+    """Every table gets ``sqlite_autoincrement``: on SQLite an integer id is then never given
+    again after its row is deleted (an erased person's ticket or slot number never names
+    someone else). PostgreSQL sequences never go back anyway. ``tests/test_erasure.py``
+    checks the migrated schema."""
+
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {datetime: UTCDateTime(), dict[str, Any]: JSON, list[Any]: JSON}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        if "__tablename__" in cls.__dict__:
+            cls.__table_args__ = _with_autoincrement(cls.__dict__.get("__table_args__", ()))
+        super().__init_subclass__(**kwargs)
+
+
+def _with_autoincrement(args: Any) -> Any:
+    """``__table_args__`` with ``sqlite_autoincrement=True`` added (a tuple or a dict)."""
+    if isinstance(args, dict):
+        return {"sqlite_autoincrement": True, **args}
+    items = tuple(args)
+    if items and isinstance(items[-1], dict):
+        return (*items[:-1], {"sqlite_autoincrement": True, **items[-1]})
+    return (*items, {"sqlite_autoincrement": True})
 
 
 class Contact(Base):
@@ -78,6 +111,7 @@ class Contact(Base):
     created_at: Mapped[datetime]
     last_inbound_at: Mapped[datetime | None]
     last_address_id: Mapped[int | None] = mapped_column(BigId)  # where they last wrote from
+    counted_at: Mapped[datetime | None]  # their first message this month (bot.counters)
     addresses: Mapped[list[Address]] = relationship(back_populates="contact")
 
 
@@ -236,6 +270,33 @@ class Outbox(Base):
     created_at: Mapped[datetime]
     sent_at: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    about: WriteOnlyMapped[OutboxAbout] = relationship(
+        cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class OutboxAbout(Base):
+    """A staff-side outbox row (an alert, a take summary, a relay, a notice listing several
+    tickets) and each person it names or quotes: erasing a person deletes these rows."""
+
+    __tablename__ = "outbox_about"
+    __table_args__ = (Index("ix_outbox_about_contact", "contact_id"),)
+    outbox_id: Mapped[int] = mapped_column(
+        ForeignKey("outbox.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(BigId, primary_key=True)
+
+
+class MessageAbout(Base):
+    """A staff member's stored message (a reply, a note, an outcome) and the person it is
+    about: erasing a person deletes these rows."""
+
+    __tablename__ = "message_about"
+    __table_args__ = (Index("ix_message_about_contact", "contact_id"),)
+    message_id: Mapped[int] = mapped_column(
+        ForeignKey("messages.id", ondelete="CASCADE"), primary_key=True
+    )
+    contact_id: Mapped[int] = mapped_column(BigId, primary_key=True)
 
 
 class Job(Base):
@@ -259,6 +320,9 @@ class Job(Base):
     last_error: Mapped[str | None] = mapped_column(String(500))
     created_at: Mapped[datetime]
     done_at: Mapped[datetime | None]
+    # The person the job is about (a check-in, a ticket's reminder, a slot's reminder): an
+    # erasure deletes the job. No foreign key: the job row must not outlive the person.
+    contact_id: Mapped[int | None] = mapped_column(BigId, index=True)
 
 
 class RateLimit(Base):
@@ -338,7 +402,7 @@ class Event(Base):
     __tablename__ = "events"
     __table_args__ = (Index("ix_events_kind_at", "kind", "at"),)
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    at: Mapped[datetime]
+    at: Mapped[datetime] = mapped_column(HourUTCDateTime())  # to the hour only
     kind: Mapped[str] = mapped_column(String(64))
     channel: Mapped[str | None] = mapped_column(String(16))
     language: Mapped[str | None] = mapped_column(String(8))
@@ -458,3 +522,49 @@ PERSONAL_DATA: tuple[tuple[type[Base], str], ...] = (
     (CheckinRule, "contact_id"),
     (Checkin, "contact_id"),
 )
+
+# Every table, classified by how it relates to people; export, erasure and retention follow
+# it, and ``tests/test_erasure.py`` fails for a table left out.
+#   person      a row of the person's own (PERSONAL_DATA gives the column); exported, erased
+#   about       a row about a person written elsewhere (staff-side copies, jobs); erased
+#   ticket      belongs to a person's ticket (notes); erased with the ticket
+#   staff       staff members' own data (a broadcast's --test address)
+#   anonymous   counts, no person id, no text: survive erasure (suppressions: salted hashes)
+#   catalogue   help resources and places, no personal data
+#   internal    keys and rates
+DATA_CLASSES: dict[str, str] = {
+    **{model.__tablename__: "person" for model, _column in PERSONAL_DATA},
+    "outbox_about": "about",
+    "message_about": "about",
+    "jobs": "about",
+    "ticket_notes": "ticket",
+    "broadcasts": "staff",
+    "events": "anonymous",
+    "counters": "anonymous",  # bot.counters: one dimension per row, by day
+    "suppressions": "anonymous",
+    "resources": "catalogue",
+    "places": "catalogue",
+    "kv": "internal",
+    "rate_limits": "internal",
+}
+
+
+# Anonymous: not listed in PERSONAL_DATA (no person, no text; survives erasure and retention).
+class ReportCounter(Base):
+    """One anonymous figure of one day, written when things happen (``bot.counters``).
+
+    ``name`` says what is counted (``tickets.opened``), ``key`` the value of one dimension
+    only (a channel, a source, a departement, a duration bucket; "" for none), ``count`` how
+    many times, ``total`` the sum of what was measured (seconds, for durations). One
+    dimension per row, never two joined, and no time finer than the day: no row can single
+    a person out. No integer id and, on SQLite, no rowid: rows are kept in key order, not in
+    the order they were written.
+    """
+
+    __tablename__ = "counters"
+    __table_args__ = {"sqlite_with_rowid": False}
+    day: Mapped[date] = mapped_column(Date, primary_key=True)  # local day, RELAIS_TIMEZONE
+    name: Mapped[str] = mapped_column(String(48), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, default=0)
+    total: Mapped[int] = mapped_column(BigInteger, default=0)
