@@ -7,10 +7,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     RELAIS_HOST=0.0.0.0 \
     RELAIS_LOCALES_DIR=/app/locales
 
-# Source (incl. locales/) lives at /app; the package is installed into site-packages.
+# Dependencies only from the hashed lock (scripts/lock.sh), in their own layer; then the
+# package itself (no dependency resolution, build backend from the lock) into site-packages.
+# Source (incl. locales/) lives at /app.
 WORKDIR /app
+COPY requirements/app.txt /app/requirements/app.txt
+RUN pip install --no-cache-dir --require-hashes -r /app/requirements/app.txt
 COPY . /app
-RUN pip install --no-cache-dir /app \
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /app \
     && useradd --create-home --uid 10001 --user-group relais \
     && mkdir -p /data \
     && chown relais:relais /data

@@ -5,11 +5,14 @@
 #
 # Works from a fresh clone on Debian 12 / Python >= 3.11 (as root or not):
 #   1. picks a Python >= 3.11 and creates .venv (installs python3-venv via apt when root and needed)
-#   2. pip install -e '.[test]' into .venv (skipped while .venv/.relais-installed is newer
-#      than pyproject.toml)
+#   2. pip install --require-hashes -r requirements/test.txt (the lock, scripts/lock.sh), then
+#      pip install --no-deps -e . into .venv (skipped while .venv/.relais-installed is newer
+#      than pyproject.toml and the lock)
 #   3. makes sure PostgreSQL answers on $TEST_POSTGRES_URL (starts / installs a local
 #      Debian cluster when possible), otherwise fails: PostgreSQL tests must not be skipped
 #   4. ruff check .  then  python -m pytest "$@"
+#   5. pip-audit of the lock: reports known vulnerabilities, never changes the exit code
+#      (RELAIS_PIP_AUDIT=0 skips it; at most ~60 s per vulnerability service)
 # It never reads or sources a .env file.
 set -euo pipefail
 
@@ -173,5 +176,55 @@ rc=$?
 set -e
 if [ "$rc" = 5 ]; then
     die "pytest collected no tests (exit code 5): the test suite is missing or the selection matched nothing."
+fi
+
+# --------------------------------------------------------------------------- 4. pip-audit
+# Known vulnerabilities in the locked versions, from PyPI's JSON API, else OSV. A report only:
+# it never changes the exit code. No database answering (offline, or a mirror without the
+# per-version JSON API) is said plainly.
+audit_report() { # $1 = pip-audit JSON output; exit 0 when audited, else not reachable
+    "$PY" - "$1" "${LOCK_FILE#"$ROOT/"}" <<'PYEOF'
+import json, sys
+out, lock = sys.argv[1:3]
+try:
+    with open(out, encoding="utf-8") as f:
+        deps = json.load(f)["dependencies"]
+except (OSError, ValueError, KeyError, TypeError):
+    sys.exit(2)
+audited = [d for d in deps if not d.get("skip_reason")]
+if not audited:
+    sys.exit(2)  # every package "not found": the database did not answer for any of them
+skipped = len(deps) - len(audited)
+found = [(d, v) for d in audited for v in d.get("vulns", [])]
+note = f" ({skipped} could not be audited)" if skipped else ""
+if not found:
+    print(f"pip-audit: no known vulnerabilities in the {len(audited)} packages of {lock}{note}")
+    sys.exit(0)
+for d, v in found:
+    fix = ", ".join(v.get("fix_versions") or []) or "none yet"
+    aliases = ", ".join(v.get("aliases") or [])
+    print(f"  {d['name']} {d['version']}: {v['id']}" + (f" ({aliases})" if aliases else "")
+          + f"; fixed in: {fix}")
+names = sorted({d["name"] for d, _ in found})
+print(f"pip-audit: {len(found)} known vulnerabilities in {len(names)} packages of {lock}{note}"
+      f" (reported only, the suite does not fail on them); raise the pin with"
+      f" scripts/lock.sh --upgrade-package {names[0]}")
+PYEOF
+}
+
+if [ "${RELAIS_PIP_AUDIT:-1}" != 0 ]; then
+    audit_dir="$(mktemp -d)"
+    audited=0
+    for service in pypi osv; do
+        log "pip-audit -s $service -r ${LOCK_FILE#"$ROOT/"}"
+        timeout 60 "$PY" -m pip_audit -s "$service" --progress-spinner off --timeout 15 \
+            --disable-pip --require-hashes -r "$LOCK_FILE" -f json -o "$audit_dir/$service.json" \
+            >/dev/null 2>&1 || true
+        if audit_report "$audit_dir/$service.json" >&2; then
+            audited=1; break
+        fi
+    done
+    [ "$audited" = 1 ] || log "pip-audit: vulnerability database not reachable, not checked"
+    rm -rf "$audit_dir"
 fi
 exit "$rc"

@@ -9,11 +9,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import time
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -48,6 +48,52 @@ def parse_time_range(text: str) -> TimeRange:
     if h1 > 23 or h2 > 23 or m1 > 59 or m2 > 59:
         raise ValueError(f"not a time of day in {text!r}")
     return TimeRange(time(h1, m1), time(h2, m2))
+
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
+_RATE_UNITS = {
+    "s": 1, "sec": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "minute": 60, "minutes": 60,
+    "h": 3600, "hour": 3600, "hours": 3600,
+    "d": 86400, "day": 86400, "days": 86400,
+}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """``count`` events per ``period`` seconds, ``count`` of them at once (a burst)."""
+
+    count: int
+    period: float
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two events at the steady rate (GCRA's emission interval)."""
+        return self.period / self.count
+
+    @property
+    def tolerance(self) -> float:
+        """How far ahead of now the theoretical arrival time may be: the burst."""
+        return self.period - self.interval
+
+    def __str__(self) -> str:
+        return f"{self.count}/{self.period:g}s"
+
+
+def parse_rate(text: str) -> Rate | None:
+    """``"20/min"``, ``"100/hour"``, ``"5/10s"``; ``"off"`` (or ``"0/min"``) is no limit."""
+    if text.strip().lower() in ("off", "none", "0"):
+        return None
+    match = _RATE.match(text.lower())
+    if not match or match.group(3) not in _RATE_UNITS:
+        raise ValueError(f"expected a rate such as 20/min, 100/hour or off, got {text!r}")
+    count = int(match.group(1))
+    if count == 0:
+        return None
+    period = int(match.group(2) or 1) * _RATE_UNITS[match.group(3)]
+    if period == 0:
+        raise ValueError(f"a rate needs a period longer than 0, got {text!r}")
+    return Rate(count, float(period))
 
 
 def async_database_url(url: str) -> str:
@@ -107,6 +153,14 @@ class Settings(BaseSettings):
     whatsapp_app_secret: str | None = None
     whatsapp_verify_token: str | None = None
     whatsapp_api_url: str = "https://graph.facebook.com/v21.0"
+    media_max_mb: float = 16.0  # largest file kept from a citizen (bot.media_store)
+    # Staff powers by SMS (the one channel whose sender can be forged): "challenge" sends a
+    # one-time code back by SMS that opens a working session; "off" refuses them.
+    staff_sms: Literal["challenge", "off"] = "challenge"
+    staff_sms_session_hours: float = Field(default=8, gt=0, le=24 * 31)
+    # Messages one sender may send (a burst of that many, refilled at that rate) before
+    # Relais stops answering each one (bot/sender_limit.py); "off" for no limit.
+    sender_limit: str = "20/min"
 
     @field_validator("database_url")
     @classmethod
@@ -133,6 +187,12 @@ class Settings(BaseSettings):
         parse_time_range(value)
         return value.strip()
 
+    @field_validator("sender_limit")
+    @classmethod
+    def _sender_limit(cls, value: str) -> str:
+        parse_rate(value)
+        return value.strip()
+
     @field_validator("opening_hours")
     @classmethod
     def _opening_hours(cls, value: str) -> str:
@@ -155,7 +215,7 @@ class Settings(BaseSettings):
 
     @field_validator(
         "twilio_rate", "twilio_whatsapp_rate", "whatsapp_rate", "telegram_rate",
-        "sms_segment_price",
+        "sms_segment_price", "media_max_mb",
     )
     @classmethod
     def _positive_float(cls, value: float) -> float:
@@ -170,6 +230,11 @@ class Settings(BaseSettings):
     @property
     def quiet(self) -> TimeRange:
         return parse_time_range(self.quiet_hours)
+
+    @property
+    def sender_rate(self) -> Rate | None:
+        """``RELAIS_SENDER_LIMIT`` parsed; None when there is no limit."""
+        return parse_rate(self.sender_limit)
 
     @property
     def is_sqlite(self) -> bool:

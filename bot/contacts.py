@@ -1,7 +1,9 @@
 """Contacts: the CSV import coordinators use (a spreadsheet export), and tags.
 
-A contacts file is read whole first (encoding, delimiter, header), then row by row: a bad
-row is reported with its line number and reason and the good rows import. Headers may be
+A contacts file is read line by line (``decode_lines``: UTF-8, or Windows-1252 for a file
+with no UTF-8 in it at all; ``_records``: a quote left open loses its own line only), then
+the delimiter and header, then row by row: a bad row is reported with its line number and
+reason and the good rows import. Headers may be
 English or French, in any case, with or without accents (ARCHITECTURE, "Contacts CSV").
 Phone numbers are read in every form people write them, overseas numbers included, and
 stored in E.164; a landline is kept but flagged (no SMS reaches it).
@@ -283,19 +285,43 @@ def key_of(address: AddressValue) -> str:
     return f"phone:{address.id}" if address.channel in PHONE_CHANNELS else str(address)
 
 
-def decode(data: bytes) -> tuple[str, int | None]:
-    """Text of the file, and the first line that was not UTF-8 when it was read as
-    Windows-1252 instead (what Excel writes for "CSV"). Raise ValueError."""
-    try:
-        return data.decode("utf-8-sig"), None
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+NOT_UTF8 = "not UTF-8 text"
+UNTERMINATED = "unterminated quote"
+MAX_SPAN = 10  # physical lines one quoted cell may run over (a line break typed in a cell)
+
+
+def decode_lines(data: bytes) -> tuple[list[str | None], int | None]:
+    """The file's lines (with their ends) as text, None for a line that cannot be read,
+    and the first line that was not UTF-8 when the file was read as Windows-1252.
+
+    The rule: a file is UTF-8 (with or without BOM), line by line, so one bad byte loses
+    one row, never the accents of the others. A file that is not UTF-8 and holds not one
+    non-ASCII UTF-8 character (no BOM either) is what Excel writes for "CSV" in
+    Windows-1252: it is read whole as Windows-1252 (with a warning)."""
+    bom = data.startswith(b"\xef\xbb\xbf")
+    parts = data[3:].split(b"\n") if bom else data.split(b"\n")
+    raw = [part + b"\n" for part in parts[:-1]]
+    if parts[-1]:
+        raw.append(parts[-1])
+    lines: list[str | None] = []
+    first_bad: int | None = None
+    utf8_seen = bom
+    for number, chunk in enumerate(raw, start=1):
         try:
-            return data.decode("cp1252"), line
+            lines.append(chunk.decode("utf-8"))
+            utf8_seen = utf8_seen or not chunk.isascii()
         except UnicodeDecodeError:
-            raise ValueError(
-                f"line {line}: the file is not UTF-8 text (save it as CSV UTF-8)"
-            ) from None
+            lines.append(None)
+            first_bad = first_bad or number
+    if first_bad is None or utf8_seen:
+        return lines, None
+    windows: list[str | None] = []
+    for chunk in raw:
+        try:
+            windows.append(chunk.decode("cp1252"))
+        except UnicodeDecodeError:  # 0x81, 0x8d, 0x8f, 0x90, 0x9d: not text either way
+            windows.append(None)
+    return windows, first_bad
 
 
 def _delimiter(header_line: str) -> str:
@@ -304,37 +330,104 @@ def _delimiter(header_line: str) -> str:
     return best if counts[best] else ","
 
 
+def _parse(text: str, delimiter: str) -> tuple[list[str] | None, str | None]:
+    """One record from ``text``: (fields, None), or (None, "open") when a quoted cell is
+    still open at its end, or (None, why) for another fault."""
+    if '"' not in text and "\x00" not in text:  # most lines: what csv would do, faster
+        body = text[:-1] if text.endswith("\n") else text
+        body = body[:-1] if body.endswith("\r") else body
+        if "\r" not in body and "\n" not in body:
+            return (body.split(delimiter) if body else []), None
+    try:
+        rows = list(csv.reader([text], delimiter=delimiter, strict=True))
+    except csv.Error as exc:
+        return None, "open" if "unexpected end of data" in str(exc) else str(exc)
+    if len(rows) > 1:
+        return None, "several records"
+    return (rows[0] if rows else []), None
+
+
+def _records(
+    lines: list[str | None], delimiter: str, expected: Callable[[], int | None],
+) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(line number, fields, problem) for each record, physical lines numbered from 1.
+
+    A line is a record. A quoted cell left open at the end of its line may go on over the
+    next lines (a line break typed in a spreadsheet cell) only when the quote closes within
+    ``MAX_SPAN`` lines and the record then has the header's number of fields (``expected()``;
+    None: the header is not read yet); otherwise it is an unterminated quote: that line is
+    reported and the next line is read as a record of its own, never swallowed."""
+    index = 0
+    while index < len(lines):
+        number, text = index + 1, lines[index]
+        index += 1
+        if text is None:
+            yield number, None, NOT_UTF8
+            continue
+        fields, fault = _parse(text, delimiter)
+        if fault == "open":
+            joined, end = text, index
+            fields = None
+            while end < len(lines) and end - index < MAX_SPAN - 1:
+                more = lines[end]
+                if more is None:
+                    break
+                joined += more
+                end += 1
+                found, again = _parse(joined, delimiter)
+                if again is None:
+                    if expected() is not None and len(found or []) == expected():
+                        fields, index = found, end
+                    break
+                if again != "open":
+                    break
+            yield number, fields, None if fields is not None else UNTERMINATED
+            continue
+        if fault is not None:  # a stray quote after a quoted cell: read as spreadsheets do
+            try:
+                fields = next(csv.reader([text], delimiter=delimiter), [])
+            except csv.Error as exc:  # a NUL byte, a lone carriage return...
+                yield number, None, f"the CSV is broken here ({exc})"
+                continue
+        yield number, fields, None
+
+
 def read_contacts(
     data: bytes, *, extra_tags: Iterable[str] = ()
 ) -> ContactsFile:
-    """Check a whole contacts file and merge its rows by person; nothing is stored here."""
+    """Check a whole contacts file and merge its rows by person; nothing is stored here.
+
+    Encoding: ``decode_lines``; a line that is not text is reported and skipped. Quotes:
+    ``_records``. Every faulty row is reported by its line number and the rest imports."""
     result = ContactsFile()
     if b"\x00" in data[:4096]:
         result.error = "not a CSV text file"
         return result
-    try:
-        text, not_utf8 = decode(data)
-    except ValueError as exc:
-        result.error = str(exc)
-        return result
+    lines, not_utf8 = decode_lines(data)
     if not_utf8 is not None:
         result.warnings.append(Problem(
             not_utf8, "the file is not UTF-8: read as Windows-1252 (save it as CSV UTF-8)"
         ))
-    if not text.strip():
+    if not any(line is None or line.strip() for line in lines):
         result.error = "the file is empty"
         return result
-    first = next(line for line in _lines(text) if line.strip())
-    reader = csv.reader(_lines(text), delimiter=_delimiter(first))
-    try:
-        header: list[str] = []
-        while not any(h.strip() for h in header):
-            header = next(reader)
-    except (csv.Error, StopIteration) as exc:
-        result.error = f"line 1: not a CSV header ({exc})"
+    first = next((line for line in lines if line is None or line.strip()), None)
+    if first is None:
+        result.error = "line 1: not UTF-8 text (save it as CSV UTF-8)"
         return result
-    header_line = reader.line_num
     columns: list[str | None] = []
+    header_read = False
+    records = _records(lines, _delimiter(first),
+                       lambda: len(columns) if header_read else None)
+    header: list[str] = []
+    header_line = 0
+    for header_line, fields, problem in records:
+        if problem is not None:
+            result.error = f"line {header_line}: not a CSV header ({problem})"
+            return result
+        header = fields or []
+        if any(h.strip() for h in header):
+            break
     for position, name in enumerate(header, start=1):
         folded = fold(name)
         known = HEADERS.get(folded)
@@ -349,6 +442,7 @@ def read_contacts(
             )
             known = None
         columns.append(known)
+    header_read = True
     if not any(c in ADDRESS_FIELDS for c in columns):
         found = ", ".join(repr(h.strip()) for h in header if h.strip())
         result.error = (f"line {header_line}: no phone or address column (found {found}); "
@@ -356,21 +450,15 @@ def read_contacts(
         return result
     tags = [t for tag in extra_tags for t in parse_tags(tag)]
     owner: dict[str, Person] = {}
-    line = header_line
-    while True:
-        start = line + 1
-        try:
-            fields = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            result.rejected.append(Problem(start, f"the CSV is broken here ({exc})"))
-            break
-        line = reader.line_num
-        if not any(value.strip() for value in fields):
+    for line, fields, problem in records:
+        if problem is not None:
+            result.rows += 1
+            result.rejected.append(Problem(line, problem))
+            continue
+        if not fields or not any(value.strip() for value in fields):
             continue
         result.rows += 1
-        person = _person(columns, fields, start, result, tags)
+        person = _person(columns, fields, line, result, tags)
         if person is None:
             continue
         _add(person, owner, result)
@@ -381,18 +469,6 @@ def read_contacts(
             result.people.append(person)
     result.people.sort(key=lambda p: p.line)
     return result
-
-
-def _lines(text: str) -> Iterator[str]:
-    """The lines of ``text`` with their ends, without copying it whole."""
-    start = 0
-    while start < len(text):
-        end = text.find("\n", start)
-        if end < 0:
-            yield text[start:]
-            return
-        yield text[start:end + 1]
-        start = end + 1
 
 
 def _add(person: Person, owner: dict[str, Person], result: ContactsFile) -> None:

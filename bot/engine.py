@@ -8,7 +8,6 @@ is kept even when its step fails; a job retries the step.
 from __future__ import annotations
 
 import logging
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -18,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import counters, events, masking, pii  # noqa: F401 - pii registers the detectors
+from bot import counters, events, masking, pii, staff_sms  # noqa: F401 - pii registers the detectors
 from bot.addresses import PHONE_CHANNELS, parse_address, timezone_for
 from bot.addresses import Address as AddressValue
 from bot.clock import Clock
@@ -31,11 +30,12 @@ from bot.flows.base import STEP_HOOKS, Context, Next, goto, lookup
 from bot.flows.choices import by_id, resolve
 from bot.flows.global_keywords import ACTIONS
 from bot.i18n import normalise_language
+from bot.media_store import plan_fetch
 from bot.metrics import Metrics
 from bot.render import choices_from_json
 from bot.retry import backoff
 from bot.storage.models import Address, Contact, Conversation, MediaItem, Message, Ticket
-from bot.types import Inbound
+from bot.types import Inbound, safe_text
 
 log = logging.getLogger("relais.engine")
 
@@ -102,7 +102,11 @@ class Engine:
                     Ticket.contact_id == contact.id, Ticket.state.in_(("open", "taken"))
                 )
             )
-            masked = masking.mask(clean_text(inbound.text))
+            clear = clean_text(inbound.text)
+            # A staff one-time code is read here, before masking, and never stored in clear.
+            sms_code = await staff_sms.intercept(session, target.id, clear) \
+                if target.channel == "sms" else None
+            masked = masking.mask(staff_sms.STORED_CODE if sms_code else clear)
             message = Message(
                 contact_id=contact.id, address_id=address.id, direction="in",
                 channel=target.channel, provider_id=inbound.provider_id, body=masked.text,
@@ -118,11 +122,13 @@ class Engine:
                     await session.flush()
             except IntegrityError:
                 return Result(Outcome.DUPLICATE, contact_id=contact.id)
-            for media in inbound.media:
-                session.add(
+            for media in inbound.media:  # fetched by a job, kept in the database
+                await plan_fetch(
+                    session,
                     MediaItem(message_id=message.id, contact_id=contact.id,
                               channel=target.channel, content_type=media.content_type,
-                              ref=media.ref, created_at=now)
+                              ref=media.ref, created_at=now),
+                    now,
                 )
             contact.last_inbound_at = now
             contact.last_address_id = address.id
@@ -143,6 +149,7 @@ class Engine:
             await counters.inbound(session, self.settings.timezone, now, contact,
                                    target.channel, new=is_new)
             ctx = await self._context(session, contact, address, now, inbound, message, is_new)
+            ctx.sms_code = sms_code
             failed = not await self._run_step(ctx, lambda: self.step(ctx))
             if failed:
                 await self._schedule_retry(session, message, now, attempt=1)
@@ -280,6 +287,12 @@ class Engine:
         for hook in STEP_HOOKS:
             if await hook(ctx):
                 return
+        from bot import sender_limit  # after the staff and danger hooks: those always pass
+
+        if await sender_limit.over_limit(ctx, text):  # stored on the ticket, told once
+            if self.metrics is not None:
+                self.metrics.inbound_limited.labels(inbound.channel).inc()
+            return
         if inbound.channel == "telegram" and keywords.is_telegram_start(text):
             if ctx.contact.opted_out_at is not None:
                 await self.goto(ctx, await ACTIONS[keywords.START](ctx))
@@ -368,8 +381,8 @@ class Engine:
 
 
 def clean_text(text: str | None) -> str:
-    """Text as stored: no NUL or control characters (PostgreSQL refuses NUL), bounded."""
+    """Text as stored: no NUL, control characters or lone surrogates (PostgreSQL refuses
+    them), bounded."""
     if not text:
         return ""
-    kept = "".join(c for c in text if c in "\n\t" or unicodedata.category(c) != "Cc")
-    return kept[:MAX_TEXT]
+    return safe_text(text)[:MAX_TEXT]

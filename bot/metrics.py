@@ -12,6 +12,11 @@ class Metrics:
             "relais_inbound_total", "Inbound events by channel and outcome",
             ["channel", "outcome"], registry=self.registry,
         )
+        self.inbound_limited = Counter(
+            "relais_inbound_limited_total",
+            "Inbound messages past RELAIS_SENDER_LIMIT (stored, not answered one by one)",
+            ["channel"], registry=self.registry,
+        )
         self.outbound = Counter(
             "relais_outbound_total", "Outbox sends by channel and resulting status",
             ["channel", "status"], registry=self.registry,

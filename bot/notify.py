@@ -89,12 +89,13 @@ async def tell(
     session: AsyncSession, staff: Staff, now: datetime, make: Make, *,
     kind: str = KIND_STAFF, sink: list[Outbox] | None = None, about: Iterable[int] = (),
 ) -> Outbox | None:
-    """Write one message to a staff member, in their language, on their last used address.
+    """Write one message to a staff member, in their language, on the staff address they
+    last used.
 
     The row is linked to ``about`` and to every person whose ticket this transaction read
     (``bot.about``): erasing one of them deletes it."""
     contact = await queue.staff_contact(session, staff)
-    address = await queue.address_of(session, contact)
+    address = await queue.staff_address_of(session, staff, contact)
     if address is None:
         log.warning("staff member %s has no address to be told on", staff.id)
         return None
@@ -150,7 +151,7 @@ async def entry_lines(
     session: AsyncSession, settings: Settings, _: Translator, entries: list[queue.Entry],
     tz: str, now: datetime,
 ) -> list[str]:
-    from bot.web.media import media_link
+    from bot.web.media import staff_link
 
     lines = []
     for entry in entries:
@@ -158,7 +159,7 @@ async def entry_lines(
         if entry.kind == "in":
             text = entry.text
             for media_id, content_type in entry.media:
-                link = await media_link(session, settings.base_url, media_id, now)
+                link = await staff_link(session, settings.base_url, media_id, now, _)
                 text = (text + " " if text else "") + f"[{media_word(_, content_type)}] {link}"
             lines.append(f"{at} {entry.who or '?'}: {text}")
         elif entry.kind == "out":

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, bindparam, exists, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, case, exists, func, insert, literal, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -616,6 +616,7 @@ class OutboxWorker:
                            Outbox.__table__.c.lease_owner == self.worker_id,
                            Outbox.__table__.c.status == "sending")
                     .values(status="sent", provider_id=bindparam("provider_id"),
+                            body=_scrubbed_body(),
                             segments=bindparam("segments"), sent_at=now, updated_at=now,
                             lease_owner=None, lease_until=None, call_started_at=None,
                             error_code=None, error_reason=None),
@@ -727,3 +728,15 @@ async def depth(session: AsyncSession) -> dict[str, int]:
         .group_by(Outbox.status)
     )
     return {status: count for status, count in rows.all()}
+
+
+# Kinds whose text is a secret for the person only (a staff one-time code): once the
+# provider has it, the row keeps a placeholder.
+SECRET_KIND = "staff.code"
+SECRET_PLACEHOLDER = "[code]"
+
+
+def _scrubbed_body() -> Any:
+    table = Outbox.__table__
+    return case((table.c.kind == literal(SECRET_KIND), literal(SECRET_PLACEHOLDER)),
+                else_=table.c.body)

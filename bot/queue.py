@@ -71,6 +71,7 @@ SOURCE_LABELS = {
     "forget": N_("wants their data erased"),
     "places": N_("looking for a help desk"),
     "resource": N_("read a help page, still stuck"),
+    "sender_limit": N_("sent many messages"),
 }
 
 
@@ -133,6 +134,28 @@ async def address_of(session: AsyncSession, contact: Contact) -> Address | None:
     )).all()
     usable = [row for row in rows if row.blocked_at is None]
     return (usable or list(rows) or [None])[0]
+
+
+async def staff_address_of(session: AsyncSession, staff: Staff, contact: Contact
+                           ) -> Address | None:
+    """Where to tell a staff member something: the address they last wrote from when it is
+    one of their staff addresses, else a registered one; a person's other addresses only
+    when none is (their answer from there would carry no staff powers)."""
+    from bot.storage.models import StaffAddress
+
+    registered = {(row.channel, row.external_id) for row in (await session.execute(
+        select(StaffAddress.channel, StaffAddress.external_id)
+        .where(StaffAddress.staff_id == staff.id)
+    )).all()}
+    rows = (await session.scalars(
+        select(Address).where(Address.contact_id == contact.id).order_by(Address.id)
+    )).all()
+    usable = [row for row in rows if row.blocked_at is None
+              and (row.channel, row.external_id) in registered]
+    for row in usable:
+        if row.id == contact.last_address_id:
+            return row
+    return usable[0] if usable else await address_of(session, contact)
 
 
 async def _words(session: AsyncSession, ticket: Ticket) -> str | None:

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import broadcasts as bc
 from bot import counters as cn
+from bot import csv_cells
 from bot import outcomes as oc
 from bot.broadcast_model import Broadcast
 from bot.i18n import Translator
@@ -392,7 +393,8 @@ def _last_day(period: dict[str, Any]) -> str:
 
 
 def write_csv(report: dict[str, Any], folder: Path) -> list[Path]:
-    """One CSV file per table (UTF-8 with BOM, for spreadsheets); returns the files."""
+    """One CSV file per table (UTF-8 with BOM, for spreadsheets); returns the files. Text
+    cells that a spreadsheet would run as a formula start with ``'`` (``bot.csv_cells``)."""
     folder.mkdir(parents=True, exist_ok=True)
     p, t = report["people"], report["tickets"]
     tables: dict[str, tuple[list[str], list[list[Any]]]] = {
@@ -424,8 +426,8 @@ def write_csv(report: dict[str, Any], folder: Path) -> list[Path]:
         path = folder / name
         with path.open("w", encoding="utf-8-sig", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows([["" if v is None else v for v in row] for row in rows])
+            writer.writerow(csv_cells.row(header))
+            writer.writerows(csv_cells.row(row) for row in rows)
         written.append(path)
     return written
 
@@ -449,6 +451,7 @@ FR_LABELS = {
     "checkin": "prise de nouvelles", "checkin_silence": "sans nouvelles",
     "media": "photo ou message vocal", "danger": "mots de danger", "places": "lieu d'aide",
     "resource": "page d'aide", "forget": "effacement demandé",
+    "sender_limit": "beaucoup de messages",
     "urgent": "urgente", "normal": "normale", "low": "basse",
 }
 MONTHS = ("janvier", "février", "mars", "avril", "mai", "juin", "juillet", "août",

@@ -342,6 +342,9 @@ async def erase(
         .execution_options(synchronize_session=False)
     )
     counts["jobs"] = jobs.rowcount or 0
+    from bot.sender_limit import forget as forget_sender_rate
+
+    await forget_sender_rate(session, cid)  # the rate row keyed by their id
     session.info[CHECKPOINT] = True
     if keep is not None:
         contact.name = contact.postcode = None

@@ -39,13 +39,37 @@ def current_settings() -> Any:
 
 JobHandler = Callable[[AsyncSession, Job, datetime], Awaitable[None]]
 HANDLERS: dict[str, JobHandler] = {}
+# A step run before the job's transaction, outside any: a download or a provider call that
+# must not hold a database lock. It may raise (the job is retried); what it returns is
+# ``prepared()`` in the handler.
+JobPrepare = Callable[[Job, datetime], Awaitable[Any]]
+PREPARE: dict[str, JobPrepare] = {}
+_PREPARED: ContextVar[Any] = ContextVar("relais_job_prepared", default=None)
 
 
-def job(kind: str) -> Callable[[JobHandler], JobHandler]:
-    """Register the handler of a job kind."""
+_SCHEDULER: ContextVar[Any] = ContextVar("relais_scheduler", default=None)
+
+
+def prepared() -> Any:
+    """What the running job's ``prepare`` step returned (None without one)."""
+    return _PREPARED.get()
+
+
+def current_scheduler() -> Scheduler | None:
+    """The scheduler running the current job: its ``sessions``, ``settings`` and the
+    ``registry`` of channels of its process (None outside a job)."""
+    return _SCHEDULER.get()
+
+
+def job(kind: str, *, prepare: JobPrepare | None = None) -> Callable[[JobHandler], JobHandler]:
+    """Register the handler of a job kind (and its ``prepare`` step, if any)."""
 
     def decorate(handler: JobHandler) -> JobHandler:
         HANDLERS[kind] = handler
+        if prepare is None:
+            PREPARE.pop(kind, None)
+        else:
+            PREPARE[kind] = prepare
         return handler
 
     return decorate
@@ -141,8 +165,10 @@ class Scheduler:
         worker_id: str = "scheduler",
         interval: float = 1.0,
         settings: Any = None,
+        registry: Any = None,
     ) -> None:
         self.settings = settings
+        self.registry = registry  # this process's channels, for jobs that fetch or delete
         self.sessions = sessions
         self.clock = clock or Clock()
         self.worker_id = worker_id
@@ -152,6 +178,7 @@ class Scheduler:
     async def run_due(self) -> int:
         if self.settings is not None:
             _SETTINGS.set(self.settings)
+        _SCHEDULER.set(self)
         now = self.clock.now()
         async with self.sessions() as session, session.begin():
             await reclaim_expired(session, now)
@@ -167,6 +194,8 @@ class Scheduler:
         try:
             if handler is None:
                 raise LookupError(f"no handler for job kind {item.kind!r}")
+            prepare = PREPARE.get(item.kind)
+            _PREPARED.set(await prepare(item, now) if prepare is not None else None)
             async with self.sessions() as session, session.begin():
                 # Marked done first, in the handler's own transaction: the work and the mark
                 # commit together, the row stays locked while the handler runs (another

@@ -11,6 +11,7 @@ from bot.channels.base import Registry
 from bot.clock import Clock
 from bot.config import Settings
 from bot.engine import Engine
+from bot.media_store import install_media_jobs
 from bot.metrics import Metrics
 from bot.outbox import OutboxWorker, worker_name
 from bot.scheduler import Scheduler, install_engine_jobs
@@ -42,7 +43,7 @@ class Services:
 
     def scheduler(self) -> Scheduler:
         return Scheduler(self.sessions, self.clock, worker_id=worker_name(),
-                         settings=self.settings)
+                         settings=self.settings, registry=self.registry)
 
     def wake_workers(self) -> None:
         for worker in self.workers:
@@ -68,4 +69,5 @@ async def open_services(
                         clock=clock, metrics=metrics)
     services.engine.on_commit = services.wake_workers
     install_engine_jobs(services.engine)
+    install_media_jobs()
     return services

@@ -38,6 +38,25 @@ class SlotError(Exception):
     """A slot that cannot be changed that way; ``str()`` is one line for the operator."""
 
 
+class NotYours(SlotError):
+    """The call belongs to another mediator (``mediator`` is their staff row)."""
+
+    def __init__(self, slot: Slot, mediator: Staff | None) -> None:
+        self.slot, self.mediator = slot, mediator
+        who = mediator.name if mediator is not None else "another mediator"
+        super().__init__(f"slot {slot.id} is {who}'s call: only they or a coordinator can "
+                         "record how it went")
+
+
+class NotStarted(SlotError):
+    """The call has not begun yet: its outcome cannot be known."""
+
+    def __init__(self, slot: Slot) -> None:
+        self.slot = slot
+        super().__init__(f"slot {slot.id} has not started yet: record how the call went "
+                         "after it")
+
+
 # -- opening -----------------------------------------------------------------------------------
 
 
@@ -157,8 +176,35 @@ async def cancel(session: AsyncSession, slot_id: int) -> tuple[Slot, bool]:
     return slot, was_booked
 
 
-async def record_outcome(session: AsyncSession, slot_id: int, outcome: str) -> Slot:
-    """After the call: ``reached`` or ``no-answer``. Only a booked slot has an outcome."""
+def may_record(slot: Slot, staff: Staff | None, now: datetime) -> bool:
+    """Who may say how a call went, and when: the slot's own mediator (anyone on staff when
+    the slot has none) or a coordinator, once the slot has started (``start_at <= now``).
+    ``staff`` None is the operator at the command line without ``--as`` (trusted: only the
+    time is checked)."""
+    if staff is not None and staff.role != "coordinator" and slot.mediator_id is not None \
+            and slot.mediator_id != staff.id:
+        return False
+    return slot.start_at <= now
+
+
+async def check_may_record(
+    session: AsyncSession, slot: Slot, staff: Staff | None, now: datetime
+) -> None:
+    """``may_record``, raising NotYours or NotStarted (in that order) when it is not."""
+    if may_record(slot, staff, now):
+        return
+    if staff is not None and not may_record(slot, staff, slot.start_at):
+        mediator = await session.get(Staff, slot.mediator_id) if slot.mediator_id else None
+        raise NotYours(slot, mediator)
+    raise NotStarted(slot)
+
+
+async def record_outcome(
+    session: AsyncSession, slot_id: int, outcome: str, *, now: datetime,
+    staff: Staff | None = None,
+) -> Slot:
+    """After the call: ``reached`` or ``no-answer``. Only a booked slot has an outcome, and
+    only who ``may_record`` gives it (NotYours, NotStarted otherwise; nothing changes)."""
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {', '.join(OUTCOMES)}")
     slot = await get_slot(session, slot_id)
@@ -166,6 +212,7 @@ async def record_outcome(session: AsyncSession, slot_id: int, outcome: str) -> S
         raise LookupError(f"no slot {slot_id}")
     if slot.status != BOOKED:
         raise SlotError(f"slot {slot_id} is {slot.status}, not booked")
+    await check_may_record(session, slot, staff, now)
     slot.status = DONE
     slot.outcome = outcome
     await session.flush()

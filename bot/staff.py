@@ -1,8 +1,9 @@
 """The staff registry: mediators and coordinators are contacts with a ``staff`` row.
 
 Staff powers come only from the command line (``relais staff add``), never from a chat.
-A staff member is found by any of their addresses; the same phone number on SMS and
-WhatsApp is the same person.
+A person's phone number on SMS and WhatsApp is one citizen, but staff powers belong only
+to the exact addresses registered (``staff_addresses``): ``sms:+33…`` is not
+``whatsapp:+33…``. By SMS they also need a working session (``bot.staff_sms``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.addresses import PHONE_CHANNELS, parse_address, timezone_for
 from bot.addresses import Address as AddressValue
-from bot.storage.models import Address, Contact, Staff
+from bot.storage.models import Address, Contact, Staff, StaffAddress
 
 ROLES = ("mediator", "coordinator")
 
@@ -42,14 +43,35 @@ async def find_contact(session: AsyncSession, address_str: str) -> Contact | Non
 
 
 async def find_staff(session: AsyncSession, address_str: str) -> Staff | None:
-    """The staff member reached at ``address_str``, or None.
+    """The staff member named by ``address_str`` (the operator's CLI, ``/transfer``): the
+    one registered at exactly that address, else the staff member who is that person (the
+    same number on the other phone channel). This names someone; it gives no powers: those
+    come from ``staff_at`` alone.
 
     Raises ``bot.addresses.AddressError`` when the address cannot be understood.
     """
-    address = await find_address(session, parse_address(address_str))
-    if address is None:
-        return None
-    return await staff_for_contact(session, address.contact_id)
+    target = parse_address(address_str)
+    exact = await staff_at(session, target.channel, target.id)
+    if exact is not None:
+        return exact
+    address = await find_address(session, target)
+    return None if address is None else await staff_for_contact(session, address.contact_id)
+
+
+async def staff_at(session: AsyncSession, channel: str, external_id: str) -> Staff | None:
+    """The staff member whose powers come from this exact address, or None."""
+    return await session.scalar(
+        select(Staff).join(StaffAddress, StaffAddress.staff_id == Staff.id)
+        .where(StaffAddress.channel == channel, StaffAddress.external_id == external_id)
+    )
+
+
+async def staff_address(session: AsyncSession, channel: str, external_id: str
+                        ) -> StaffAddress | None:
+    return await session.scalar(
+        select(StaffAddress).where(StaffAddress.channel == channel,
+                                   StaffAddress.external_id == external_id)
+    )
 
 
 async def staff_for_contact(session: AsyncSession, contact_id: int) -> Staff | None:
@@ -82,24 +104,39 @@ async def find_or_create_contact(
     return contact
 
 
+class StaffAddressTaken(ValueError):
+    """The address is already registered for another staff member."""
+
+
 async def add_staff(
     session: AsyncSession, address_str: str, *, name: str, role: str, now: datetime,
     default_timezone: str,
 ) -> tuple[Staff, bool]:
-    """Register (or update) a staff member. Returns (staff, created). New staff are on duty."""
+    """Register (or update) a staff member at exactly ``address_str``. Returns (staff,
+    created). New staff are on duty. The same phone number on the other phone channel is the
+    same person, but it gets staff powers only once it is added too."""
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     target = parse_address(address_str)
+    holder = await staff_at(session, target.channel, target.id)
     contact = await find_or_create_contact(session, target, now, name=name,
                                            default_timezone=default_timezone)
     staff = await staff_for_contact(session, contact.id)
-    if staff is not None:
+    if holder is not None and (staff is None or holder.id != staff.id):
+        raise StaffAddressTaken(f"{target} is already registered for {holder.name}")
+    created = staff is None
+    if staff is None:
+        staff = Staff(contact_id=contact.id, name=name, role=role, on_duty=True,
+                      created_at=now)
+        session.add(staff)
+        await session.flush()
+    else:
         staff.name, staff.role = name, role
-        return staff, False
-    staff = Staff(contact_id=contact.id, name=name, role=role, on_duty=True, created_at=now)
-    session.add(staff)
-    await session.flush()
-    return staff, True
+    if holder is None:
+        session.add(StaffAddress(staff_id=staff.id, channel=target.channel,
+                                 external_id=target.id, created_at=now))
+        await session.flush()
+    return staff, created
 
 
 @dataclass(frozen=True)
@@ -116,17 +153,18 @@ class StaffRow:
         return self.addresses[0] if self.addresses else None
 
 
-async def addresses_of(session: AsyncSession, contact_id: int) -> tuple[str, ...]:
+async def staff_addresses_of(session: AsyncSession, staff_id: int) -> tuple[str, ...]:
     rows = await session.scalars(
-        select(Address).where(Address.contact_id == contact_id).order_by(Address.id)
+        select(StaffAddress).where(StaffAddress.staff_id == staff_id).order_by(StaffAddress.id)
     )
     return tuple(row.address for row in rows)
 
 
 async def list_staff(session: AsyncSession) -> list[StaffRow]:
+    """Staff members with the exact addresses their powers come from."""
     staff = (await session.scalars(select(Staff).order_by(Staff.name, Staff.id))).all()
     return [
         StaffRow(s.id, s.name, s.role, s.on_duty, s.created_at,
-                 await addresses_of(session, s.contact_id))
+                 await staff_addresses_of(session, s.id))
         for s in staff
     ]

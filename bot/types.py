@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def safe_text(text: str) -> str:
+    """``text`` without what no column can store: NUL and other control characters (but
+    newlines and tabs) and lone surrogates (PostgreSQL refuses both, UTF-8 cannot say a
+    surrogate)."""
+    if text.isprintable():
+        return text
+    return "".join(c for c in text if c in "\n\t"
+                   or unicodedata.category(c) not in ("Cc", "Cs"))
 
 
 @dataclass(frozen=True)

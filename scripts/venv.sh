@@ -1,5 +1,8 @@
 # Shared by ./relais and ./run-tests.sh (sourced, not run): make sure .venv exists with a
 # Python >= 3.11 and the project installed in it. Expects ROOT, VENV, STAMP, INSTALL_SPEC.
+# Dependencies come only from the hashed lock (requirements/test.txt when INSTALL_SPEC has the
+# test extra, else requirements/app.txt; LOCK_FILE overrides), installed with --require-hashes;
+# then the project itself with --no-deps --no-build-isolation (its build backend is in the lock).
 # On Debian, where the system Python refuses pip installs (PEP 668) and `python3 -m venv`
 # needs the python3-venv package, it installs that package when run as root.
 
@@ -60,11 +63,23 @@ export VIRTUAL_ENV="$VENV"
 export PATH="$VENV/bin:$PATH"   # console script `relais`, ruff, ... for tests that spawn them
 unset PYTHONHOME
 
-if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
+if [ -z "${LOCK_FILE:-}" ]; then
+    case "$INSTALL_SPEC" in
+        *"[test]"*) LOCK_FILE="$ROOT/requirements/test.txt" ;;
+        *) LOCK_FILE="$ROOT/requirements/app.txt" ;;
+    esac
+fi
+[ -f "$LOCK_FILE" ] || die "lock file $LOCK_FILE is missing (scripts/lock.sh regenerates it)"
+
+# Reinstall when pyproject.toml or the lock file is newer than the stamp.
+if [ -f "$STAMP" ] && [ "$STAMP" -nt "$ROOT/pyproject.toml" ] && [ "$STAMP" -nt "$LOCK_FILE" ]; then
     log "dependencies up to date (rm $STAMP to force a reinstall)"
 else
-    log "pip install -e '$INSTALL_SPEC' (quiet, first run only)"
-    "$PY" -m pip install -q -e "$INSTALL_SPEC" || die "pip install -e '$INSTALL_SPEC' failed"
+    log "pip install --require-hashes -r ${LOCK_FILE#"$ROOT/"} (quiet, first run only)"
+    "$PY" -m pip install -q --require-hashes -r "$LOCK_FILE" \
+        || die "pip install --require-hashes -r $LOCK_FILE failed (a hash mismatch means a download differs from the locked file)"
+    log "pip install --no-deps --no-build-isolation -e ."
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e "$ROOT" \
+        || die "pip install --no-deps -e . failed"
     touch "$STAMP"
 fi
-

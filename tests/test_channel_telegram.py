@@ -393,6 +393,7 @@ async def test_photo_is_served_to_staff_through_a_signed_link(
     file_id = fake.add_file(content, file_path="photos/file_12.jpg")
     async with telegram(db_url, fake, workers=False) as running:
         assert await post(running, photo_update(file_id)) == 200
+        await running.services.scheduler().run_due()  # the fetch job (bot.media_store)
         [item] = await all_rows(running, MediaItem)
         assert (item.ref, item.content_type) == (file_id, "image/jpeg")
         now = running.services.clock.now()
@@ -417,6 +418,7 @@ async def test_a_file_telegram_no_longer_has_is_404_without_the_token(
 ) -> None:
     async with telegram(db_url, fake, workers=False) as running:
         assert await post(running, photo_update("AgACAgQAAxkBAAgone")) == 200
+        await running.services.scheduler().run_due()  # the fetch job (bot.media_store)
         [item] = await all_rows(running, MediaItem)
         async with running.services.sessions() as session, session.begin():
             link = await media_link(session, running.url, item.id,
@@ -424,7 +426,7 @@ async def test_a_file_telegram_no_longer_has_is_404_without_the_token(
         async with running.http.get(link) as response:
             body = await response.text()
             assert response.status == 404
-    assert TEST_TOKEN not in body and "no longer available" in body
+    assert TEST_TOKEN not in body and "plus disponible" in body
 
 
 # -- sending, without a database ---------------------------------------------------------

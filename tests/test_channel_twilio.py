@@ -685,6 +685,7 @@ async def test_media_is_fetched_with_basic_auth_for_staff_links(
         url = fake.add_media(photo, "image/jpeg")
         params = inbound_params(PERSON, "", media=[(url, "image/jpeg")])
         assert (await post(running, params))[0] == 200
+        await running.services.scheduler().run_due()  # the fetch job (bot.media_store)
         [item] = await query(running, select(MediaItem))
         assert item.ref == url and item.content_type == "image/jpeg"
         async with running.services.sessions() as session, session.begin():

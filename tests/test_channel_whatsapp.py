@@ -349,6 +349,7 @@ async def test_a_photo_reaches_staff_through_a_signed_link(db_url: str,
     async with cloud(db_url, fake, workers=False) as running:
         photo = wa.inbound_image(CAMILLE, media_id, caption="Le courrier de la CAF")
         assert await post_signed(running, photo) == 200
+        await running.services.scheduler().run_due()  # the fetch job (bot.media_store)
         async with running.services.sessions() as session, session.begin():
             item = await session.scalar(select(MediaItem))
             assert item is not None and item.ref == media_id

@@ -1,10 +1,10 @@
 """Erasure leaves nothing, on SQLite and PostgreSQL: a distinct marker goes into every path a
-person's words can take (message, photo, urgent alert, take summary, mediator's reply, note,
-relay, callback number, outcome), the person is erased with ``relais forget``, then every
-column of every table — and on SQLite the raw bytes of the database and its ``-wal`` file — is
-scanned for the markers, the name and the number. Also: ids are never given again, every
-table is classified in the registry of personal data, jobs about the person are gone, and a
-booked callback is freed with its mediator told."""
+person's words can take (message, photo and its stored bytes, urgent alert, take summary,
+mediator's reply, note, relay, callback number, outcome), the person is erased with ``relais
+forget``, then every column of every table — and on SQLite the raw bytes of the database and
+its ``-wal`` file — is scanned for the markers, the name and the number. Also: ids are never
+given again, every table is classified in the registry of personal data, jobs about the
+person are gone, and a booked callback is freed with its mediator told."""
 
 from __future__ import annotations
 
@@ -35,6 +35,7 @@ MARKERS = {
     "note": "MKNOTE",
     "relay": "MKRELAY",
     "outcome": "MKOUTCOME",
+    "bytes": "MKBYTES",  # inside the photo's stored bytes (bot.media_store)
 }
 
 
@@ -86,7 +87,12 @@ async def a_story(services: Services) -> tuple[int, int]:
     texts = [m.text for m in mediator.recorder.sent]
     assert any(MARKERS["message"] in t for t in texts), texts  # the urgent alert quotes it
     assert alert, "the person got an answer"
+    async def fetch_media(ref: str) -> tuple[bytes, str]:  # what the provider gives
+        return b"\xff\xd8\xff" + MARKERS["bytes"].encode() * 50, "image/jpeg"
+
+    citizen.recorder.fetch_media = fetch_media  # type: ignore[attr-defined]
     await citizen.send(MARKERS["photo"], media=(Media("image/jpeg", f"ref-{MARKERS['photo']}"),))
+    await services.scheduler().run_due()  # the fetch job keeps the bytes in media_chunks
     await mediator.send(f"/prendre {tid}")
     await mediator.send(f"/repondre {tid} bonjour madame {MARKERS['reply']}")
     await mediator.send(f"/note {tid} voisine {MARKERS['note']} a rappeler")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -247,17 +248,26 @@ def test_forget_asks_nothing_when_not_a_terminal_and_unknown_is_exit_1(db_url: s
 # -- OUBLIER by message ----------------------------------------------------------------------
 
 
+def sms_code(received: Any) -> str:
+    """The code an OUBLIER question by SMS asks to send back for a yes."""
+    found = re.search(r"(?:répondez|reply) (\d{4})\.", "\n".join(Dialog.texts(received)))
+    assert found is not None, Dialog.texts(received)
+    return found.group(1)
+
+
 async def test_oublier_in_french_erases_after_yes_and_says_so(services: Services):
     with time_machine.travel(T0, tick=False) as traveller:
         dialog = Dialog(services, who=PHONE, channel="sms")
         await onboard(dialog, "bonjour", "fr")
         await dialog.send("mon numéro est le 06 12 34 56 78")
         asked = await dialog.send("Oublier")
+        code = sms_code(asked)
         assert Dialog.texts(asked) == [
             "Voulez-vous que nous effacions toutes vos données ? Vos messages, demandes et "
-            "rendez-vous seront supprimés.\n1. Oui, tout effacer\n2. Non"
+            f"rendez-vous seront supprimés.\nPour tout effacer, répondez {code}.\n"
+            "Pour garder vos données, répondez NON."
         ]
-        done = await choose(dialog, asked, "yes")
+        done = await dialog.send(code)
         assert Dialog.texts(done) == [
             "C'est fait : vos données sont effacées. Nous ne pouvons pas effacer les copies "
             "gardées par votre opérateur, votre application de messages ou sur les téléphones "
@@ -287,9 +297,12 @@ async def test_forget_in_english_no_keeps_everything(services: Services):
     asked = await dialog.send("FORGET")
     assert Dialog.texts(asked) == [
         "Do you want us to erase all your data? Your messages, requests and appointments "
-        "will be deleted.\n1. Yes, erase everything\n2. No"
+        f"will be deleted.\nTo erase everything, reply {sms_code(asked)}.\n"
+        "To keep your data, reply NO."
     ]
-    kept = Dialog.texts(await choose(dialog, asked, "no"))
+    again = await dialog.send("yes")  # by SMS only the code erases: a forged "yes" does not
+    assert Dialog.texts(again)[0].startswith("Sorry, I did not understand.")
+    kept = Dialog.texts(await dialog.send("no"))
     assert kept[0].startswith("All right, we keep your data.\n\nWhat do you need?")
     async with services.sessions() as session:
         contact = await find_contact(session, ADDRESS)
@@ -302,7 +315,7 @@ async def test_forget_in_english_no_keeps_everything(services: Services):
 async def test_forget_in_english_yes(services: Services):
     dialog = Dialog(services, who=PHONE, channel="sms")
     await onboard(dialog, "hello", "en")
-    done = await choose(dialog, await dialog.send("erase"), "yes")
+    done = await dialog.send(sms_code(await dialog.send("erase")))
     assert Dialog.texts(done) == [
         "It is done: your data is erased. We cannot erase the copies kept by your phone "
         "company, your messaging app or on our team's phones.\n\nYou can write to us again "
@@ -315,9 +328,8 @@ async def test_the_shell_waits_for_its_last_message_then_at_most_a_day(services:
         dialog = Dialog(services, who=PHONE, channel="sms")
         await onboard(dialog, "bonjour", "fr")
         asked = await dialog.send("OUBLIER")
-        await services.engine.handle(  # "1", but the outbox is not drained: still queued
-            Inbound("sms", ADDRESS, str(Dialog.last_choices(asked).index("yes") + 1),
-                    provider_id="yes-1")
+        await services.engine.handle(  # the code, but the outbox is not drained: queued
+            Inbound("sms", ADDRESS, sms_code(asked), provider_id="yes-1")
         )
         traveller.shift(timedelta(minutes=3))
         await services.scheduler().run_due()
@@ -338,7 +350,7 @@ async def test_a_person_who_writes_again_before_the_shell_goes_is_kept(services:
     with time_machine.travel(T0, tick=False) as traveller:
         dialog = Dialog(services, who=PHONE, channel="sms")
         await onboard(dialog, "bonjour", "fr")
-        await choose(dialog, await dialog.send("OUBLIER"), "yes")
+        await dialog.send(sms_code(await dialog.send("OUBLIER")))
         traveller.shift(timedelta(minutes=1))
         await dialog.send("merci")
         traveller.shift(timedelta(minutes=5))

@@ -123,6 +123,9 @@ def test_cancel_and_done(db_url):
     assert (code, out, err) == (0, "cancelled slot 3 (nobody had booked it)\n", "")
     code, out, _err = relais(db_url, "slots", "cancel", "1")
     assert code == 0 and "told now" in out
+    assert relais(db_url, "slots", "done", "2", "--outcome", "reached")[0] == 1  # not yet
+    after_start = time_machine.travel(datetime(2030, 3, 5, 13, 40, tzinfo=UTC), tick=False)
+    after_start.start()  # 14:40 in Paris: slot 2 (14:30) has begun
     code, out, _err = relais(db_url, "slots", "done", "2", "--outcome", "reached")
     assert (code, out) == (0, "slot 2: reached\n")
     rows = {r["id"]: r for r in listed(db_url)}
@@ -134,6 +137,7 @@ def test_cancel_and_done(db_url):
     assert relais(db_url, "slots", "cancel", "99")[0] == 1
     assert relais(db_url, "slots", "done", "2", "--outcome", "no-answer")[0] == 1  # done
     assert relais(db_url, "slots", "done", "3", "--outcome", "maybe")[0] == 2
+    after_start.stop()
 
     async def told(session) -> tuple[list[str], list[str]]:  # noqa: ANN001
         bodies = await session.scalars(select(Outbox.body).order_by(Outbox.id))

@@ -5,6 +5,7 @@ they received. The cross-channel story through the providers is ``test_queue_e2e
 from __future__ import annotations
 
 import itertools
+import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 
@@ -305,7 +306,10 @@ async def test_queue_on_sms_is_five_per_message_most_urgent_then_oldest(services
             clock.shift(timedelta(minutes=1))
         await room.send("p5", "il me frappe")  # the sixth becomes urgent
         got = await room.send("+33611111111", "/file", channel="sms")
-        lines = got["+33611111111"][0].splitlines()
+        code = re.search(r"\d{6}", got["+33611111111"][0])  # by SMS: a one-time code first
+        assert code is not None
+        got = await room.send("+33611111111", code.group(0), channel="sms")
+        lines = got["+33611111111"][1].splitlines()  # after "it is you": the waiting /file
         assert lines[0] == "En attente : 7 (page 1 sur 2)"
         assert [line.split()[0] for line in lines[1:6]] == ["#6", "#1", "#2", "#3", "#4"]
         assert lines[1].startswith("#6 URGENT 2 min - Personne5")
@@ -386,6 +390,9 @@ async def test_duty_and_callbacks_of_the_day(services):
             "2: 15h00 Paul +33 6 98 76 54 32 - pour tous\n"
             "Après l'appel : /fait ID joint, ou /fait ID absent"
         ]
+        assert await room.send("alice", "/fait 1 joint") == {"alice": [
+            "L'appel 1 n'a pas encore commencé : notez-le après l'appel."]}
+    with time_machine.travel(MONDAY_10 + timedelta(hours=5, minutes=10), tick=False):
         assert await room.send("alice", "/fait 1 joint") == {
             "alice": ["Appel 1 : joint. Merci !"]}
         got = await room.send("alice", "/fait 2 absent")

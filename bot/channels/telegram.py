@@ -51,7 +51,7 @@ from bot import sms
 from bot.addresses import Address as AddressValue
 from bot.addresses import AddressError, normalise_phone, timezone_for
 from bot.channels import setup
-from bot.channels.base import Failure, SendError, SendResult
+from bot.channels.base import Failure, SendError, SendResult, checked_inbound
 from bot.config import Settings
 from bot.services import Services
 from bot.storage.models import Address, Contact
@@ -292,6 +292,93 @@ class Parsed:
     callback: CallbackQuery | None = None
 
 
+class MalformedUpdate(ValueError):
+    """A body that is not an Update we can read (400)."""
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_user(value: Any, where: str) -> None:
+    if not isinstance(value, dict) or not _is_int(value.get("id")):
+        raise MalformedUpdate(f"{where} without a numeric id")
+    for key in ("first_name", "last_name", "username", "language_code"):
+        if value.get(key) is not None and not isinstance(value[key], str):
+            raise MalformedUpdate(f"{where}.{key} is not a string")
+
+
+def _check_file(value: Any, where: str) -> None:
+    if not isinstance(value, dict) or not isinstance(value.get("file_id"), str) \
+            or not value["file_id"]:
+        raise MalformedUpdate(f"{where} without a file_id")
+    for key in ("width", "height", "file_size", "duration"):
+        if value.get(key) is not None and not _is_int(value[key]):
+            raise MalformedUpdate(f"{where}.{key} is not an integer")
+    if value.get("mime_type") is not None and not isinstance(value["mime_type"], str):
+        raise MalformedUpdate(f"{where}.mime_type is not a string")
+
+
+def _check_message(message: Any, where: str = "message") -> None:
+    """The fields of a message we read: required ones present, every one of the right type."""
+    if not isinstance(message, dict):
+        raise MalformedUpdate(f"{where} is not an object")
+    if not _is_int(message.get("message_id")) or not _is_int(message.get("date")):
+        raise MalformedUpdate(f"{where} without message_id or date")
+    chat = message.get("chat")
+    if not isinstance(chat, dict) or not _is_int(chat.get("id")) \
+            or not isinstance(chat.get("type"), str):
+        raise MalformedUpdate(f"{where}.chat without id or type")
+    if message.get("from") is not None:
+        _check_user(message["from"], f"{where}.from")
+    for key in ("text", "caption"):
+        if message.get(key) is not None and not isinstance(message[key], str):
+            raise MalformedUpdate(f"{where}.{key} is not a string")
+    if message.get("photo") is not None:
+        if not isinstance(message["photo"], list) or not message["photo"]:
+            raise MalformedUpdate(f"{where}.photo is not a list of sizes")
+        for size in message["photo"]:
+            _check_file(size, f"{where}.photo[]")
+    for key in ("voice", "audio", "document", "video", "video_note"):
+        if message.get(key) is not None:
+            _check_file(message[key], f"{where}.{key}")
+    contact = message.get("contact")
+    if contact is not None and (not isinstance(contact, dict)
+                                or not isinstance(contact.get("phone_number"), str)
+                                or not isinstance(contact.get("first_name", ""), str)
+                                or not (contact.get("user_id") is None
+                                        or _is_int(contact["user_id"]))):
+        raise MalformedUpdate(f"{where}.contact without a phone_number")
+    location = message.get("location")
+    if location is not None and (
+            not isinstance(location, dict)
+            or not all(isinstance(location.get(k), int | float)
+                       and not isinstance(location.get(k), bool)
+                       for k in ("latitude", "longitude"))):
+        raise MalformedUpdate(f"{where}.location without coordinates")
+
+
+def check_update(data: Any) -> None:
+    """MalformedUpdate unless ``data`` is an Update whose parts we handle are well-formed.
+
+    Only ``message`` and ``callback_query`` are read (``ALLOWED_UPDATES``); any other kind
+    (edited_message, message_reaction, channel_post…) is ignored later, whatever its shape."""
+    if not isinstance(data, dict) or not _is_int(data.get("update_id")):
+        raise MalformedUpdate("not an Update object")
+    if "message" in data:
+        _check_message(data["message"])
+    query = data.get("callback_query")
+    if "callback_query" in data:
+        if not isinstance(query, dict) or not isinstance(query.get("id"), str) \
+                or not isinstance(query.get("chat_instance"), str):
+            raise MalformedUpdate("callback_query without id or chat_instance")
+        _check_user(query.get("from"), "callback_query.from")
+        if query.get("data") is not None and not isinstance(query["data"], str):
+            raise MalformedUpdate("callback_query.data is not a string")
+        if query.get("message") is not None:
+            _check_message(query["message"], "callback_query.message")
+
+
 def parse_update(update: Update) -> Parsed:
     provider_id = str(update.update_id)
     if update.callback_query is not None:
@@ -399,7 +486,9 @@ async def webhook(request: web.Request) -> web.Response:
         log.warning("telegram update refused: RELAIS_TELEGRAM_%s not set", missing)
         raise web.HTTPNotFound(text="telegram is not configured here")
     given = request.headers.get(SECRET_HEADER, "")
-    if not hmac.compare_digest(given.encode("utf-8"), secret.encode("utf-8")):
+    # surrogateescape: a header with bytes that are not UTF-8 is a wrong secret (403)
+    if not hmac.compare_digest(given.encode("utf-8", "surrogateescape"),
+                               secret.encode("utf-8")):
         log.warning("telegram update refused: %s secret token",
                     "wrong" if given else "missing")
         raise web.HTTPForbidden(text="wrong or missing secret token")
@@ -408,17 +497,20 @@ async def webhook(request: web.Request) -> web.Response:
     bot = channel.bot if channel is not None else None
     try:
         data = json.loads(raw)
-        if not isinstance(data, dict) or not isinstance(data.get("update_id"), int):
-            raise ValueError("not an Update object")
+        check_update(data)  # MalformedUpdate is a ValueError
         update = Update.de_json(data, bot)
         parsed = parse_update(update)
-    except (ValueError, TypeError, KeyError, AttributeError):
-        log.warning("telegram update refused: malformed body")
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError,
+            OverflowError) as exc:  # OverflowError: a huge duration or date
+        reason = str(exc)[:120] if isinstance(exc, MalformedUpdate) else type(exc).__name__
+        log.warning("telegram update refused (400): malformed body (%s)", reason)
         raise web.HTTPBadRequest(text="malformed update") from None
     if parsed.inbound is None:
+        services.metrics.inbound.labels(NAME, "ignored").inc()
         log.info("telegram update %s ignored: %s", update.update_id, parsed.ignored)
     else:
-        result = await services.engine.handle(parsed.inbound)  # logs the outcome
+        inbound = checked_inbound(parsed.inbound)  # BadInput: 400
+        result = await services.engine.handle(inbound)  # logs the outcome
         log.debug("telegram update %s: %s", update.update_id, result.outcome.value)
         phone = parsed.inbound.extra.get("shared_phone")
         if phone and result.contact_id is not None:

@@ -1,7 +1,12 @@
 """SMS and WhatsApp over Twilio, in one module (courier's ``twiml`` handler idea).
 
 Webhooks (both signed with ``X-Twilio-Signature`` over ``RELAIS_PUBLIC_URL`` + the path, the
-query string if any, and every form parameter received; with or without the port):
+query string if any, and every form parameter received; with or without the port). Then
+``MessageSid``/``SmsSid`` must be ``SM``/``MM`` + 32 hex digits, all equal (else 400), and
+``AccountSid`` the configured account (400 when missing or malformed, 403 when another
+one). Each signature is recorded for 48 h (``bot.replay``): the same signature over other
+fields (a reshaped, replayed request) gets 403 and changes nothing; the very same request
+again is a provider retry, deduplicated as usual:
 
 - ``POST /webhooks/twilio``: an inbound SMS or WhatsApp message. ``From=whatsapp:+33…`` is
   the address ``whatsapp:+33…``, any other ``From`` is ``sms:+33…``. Stored through the
@@ -26,6 +31,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -48,10 +54,10 @@ from twilio.request_validator import (
 )
 from twilio.rest import Client
 
-from bot import fallback, sms
+from bot import fallback, replay, sms
 from bot.addresses import AddressError, parse_address
 from bot.channels import setup
-from bot.channels.base import Failure, SendError, SendResult
+from bot.channels.base import Failure, SendError, SendResult, checked_inbound, clean_error
 from bot.config import Settings
 from bot.outbox import apply_status
 from bot.render import numbered
@@ -86,6 +92,12 @@ WINDOW_CODES = {63016}
 UNDELIVERABLE_CODES = {21211, 21612, 21614, 30003, 30005, 30006, 63003}
 AUTH_CODES = {20003}
 LANDLINE_CODES = {"21614", "30006"}
+
+PROVIDER = "twilio"  # the provider name of its seen signatures (``bot.replay``)
+# Twilio's ids: two letters and 32 hex digits; messages are SM… or MM… (errors 90001/90011).
+MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
+ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
+SID_FIELDS = ("MessageSid", "SmsSid", "SmsMessageSid")
 
 # Twilio MessageStatus -> Relais outbox status; the others (queued, accepted, scheduled,
 # sending, receiving, received, canceled…) say nothing the outbox does not know already.
@@ -390,6 +402,28 @@ class TwilioChannel:
             raise web.HTTPBadGateway(text=f"Twilio unreachable ({type(exc).__name__})") from exc
 
 
+    async def delete_media(self, ref: str) -> None:
+        """Delete a MediaUrl's file at Twilio (the Media resource) once Relais keeps its own
+        copy; one already gone is fine."""
+        match = _MEDIA_PATH.search(urlsplit(ref).path)
+        if match is None or not _is_twilio_url(ref, self.client.api_url):
+            raise SendError(Failure.FAILED, "not a Twilio media URL")
+        account, message_sid, media_sid = match.groups()
+        media = self.client.rest.api.v2010.accounts(account).messages(message_sid).media(
+            media_sid)
+        try:
+            await media.delete_async()
+        except TwilioRestException as exc:
+            if exc.status != 404:
+                raise send_error(exc) from None
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise SendError(Failure.RETRYABLE,
+                            f"Twilio unreachable: {type(exc).__name__}") from None
+
+
+_MEDIA_PATH = re.compile(r"/Accounts/([^/]+)/Messages/([^/]+)/Media/([^/.]+)$")
+
+
 def _is_twilio_url(ref: str, api_url: str) -> bool:
     """Our credentials only go to Twilio (or the configured API base)."""
     parts, base = urlsplit(ref), urlsplit(api_url)
@@ -414,8 +448,10 @@ def _configured(settings: Settings, path: str) -> None:
 
 
 async def _signed_form(request: web.Request, settings: Settings, path: str
-                       ) -> MultiDictProxy[str]:
-    """The form, once its size, type and signature are checked (413, 400, 403)."""
+                       ) -> tuple[MultiDictProxy[str], str]:
+    """The form and the message sid, once the size, type and signature are checked (413,
+    400, 403) and the sid is well-formed and the account is ours (400, 403). The handler
+    then calls ``_not_replayed`` (403 for a signature seen over other fields)."""
     if request.content_length is not None and request.content_length > MAX_BODY:
         log.info("POST %s refused (413): body of %d bytes", path, request.content_length)
         raise web.HTTPRequestEntityTooLarge(max_size=MAX_BODY,
@@ -445,15 +481,62 @@ async def _signed_form(request: web.Request, settings: Settings, path: str
         log.info("POST %s refused (403): %s X-Twilio-Signature", path,
                  "wrong" if signature else "no")
         raise web.HTTPForbidden(text="invalid signature")
-    return form
+    sid = _checked_ids(form, settings, path)
+    return form, sid
 
 
-def _inbound_from_form(form: MultiDictProxy[str]) -> Inbound:
+def _checked_ids(form: MultiDictProxy[str], settings: Settings, path: str) -> str:
+    """The message sid of a signed form: every sid field well-formed and equal (else 400),
+    ``AccountSid`` present and well-formed (else 400) and the configured account (else 403).
+
+    The format check alone refuses the known reshaping of a signed request
+    (``MessageSid=<sid>NumMedia0`` without ``NumMedia``): no letter past ``f`` is hex."""
+    sids = [value for name in SID_FIELDS for value in form.getall(name, [])]
+    if not sids:
+        log.info("POST %s refused (400): no MessageSid", path)
+        raise web.HTTPBadRequest(text="MessageSid is required")
+    if any(MESSAGE_SID.fullmatch(value) is None for value in sids) or len(set(sids)) != 1:
+        log.info("POST %s refused (400): malformed MessageSid/SmsSid (%d characters)", path,
+                 max(len(value) for value in sids))
+        raise web.HTTPBadRequest(text="MessageSid must be SM or MM and 32 hex digits")
+    accounts = form.getall("AccountSid", [])
+    if len(accounts) != 1 or ACCOUNT_SID.fullmatch(accounts[0]) is None:
+        log.info("POST %s refused (400): message %s with a missing or malformed AccountSid",
+                 path, sids[0])
+        raise web.HTTPBadRequest(text="AccountSid must be AC and 32 hex digits")
+    assert settings.twilio_account_sid
+    if accounts[0].lower() != settings.twilio_account_sid.lower():
+        log.warning("POST %s refused (403): message %s for another Twilio account", path,
+                    sids[0])
+        raise web.HTTPForbidden(text="not this Twilio account")
+    return sids[0]
+
+
+async def _not_replayed(request: web.Request, services: Services,
+                        form: MultiDictProxy[str], path: str, sid: str, channel: str
+                        ) -> None:
+    """Record the signature; 403 when it was seen before over other fields."""
+    url = services.settings.base_url + path
+    if request.rel_url.raw_query_string:
+        url += "?" + request.rel_url.raw_query_string
+    verdict = await replay.check(
+        services.sessions, services.clock, PROVIDER, request.headers[SIGNATURE_HEADER],
+        replay.form_fields(url, form.items()),
+    )
+    if verdict is replay.Verdict.REPLAY:
+        services.metrics.inbound.labels(channel, "replay").inc()
+        log.warning("POST %s refused (403): message %s carries the signature of another "
+                    "request (a replay)", path, sid)
+        raise web.HTTPForbidden(text="signature already used by another request")
+    if verdict is replay.Verdict.RETRY:
+        log.info("POST %s: message %s is a retry of a request already received", path, sid)
+
+
+def _inbound_from_form(form: MultiDictProxy[str], sid: str) -> Inbound:
     sender = form.get("From", "").strip()
-    sid = form.get("MessageSid") or form.get("SmsSid") or ""
-    if not sender or not sid:
-        log.info("POST %s refused (400): no From or MessageSid", INBOUND_PATH)
-        raise web.HTTPBadRequest(text="From and MessageSid are required")
+    if not sender:
+        log.info("POST %s refused (400): message %s without From", INBOUND_PATH, sid)
+        raise web.HTTPBadRequest(text="From is required")
     channel = "whatsapp" if sender.startswith("whatsapp:") else "sms"
     number = sender.removeprefix("whatsapp:")
     try:
@@ -481,14 +564,15 @@ async def inbound_webhook(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     settings = services.settings
     _configured(settings, INBOUND_PATH)
-    form = await _signed_form(request, settings, INBOUND_PATH)
-    inbound = _inbound_from_form(form)
+    form, sid = await _signed_form(request, settings, INBOUND_PATH)
+    inbound = checked_inbound(_inbound_from_form(form, sid))  # BadInput: 400
     reason = (whatsapp_disabled_reason if inbound.channel == "whatsapp"
               else sms_disabled_reason)(settings)
     if reason is not None:
         log.info("POST %s refused (404): %s message %s while %s over twilio is off (%s)",
                  INBOUND_PATH, inbound.channel, inbound.provider_id, inbound.channel, reason)
         raise web.HTTPNotFound(text=f"{inbound.channel} over twilio is not enabled")
+    await _not_replayed(request, services, form, INBOUND_PATH, sid, inbound.channel)
     result = await services.engine.handle(inbound)
     log.info("twilio %s message %s: %s", inbound.channel, inbound.provider_id,
              result.outcome.value)
@@ -521,20 +605,21 @@ async def status_webhook(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     settings = services.settings
     _configured(settings, STATUS_PATH)
-    form = await _signed_form(request, settings, STATUS_PATH)
-    sid = form.get("MessageSid") or form.get("SmsSid") or ""
+    form, sid = await _signed_form(request, settings, STATUS_PATH)
     twilio_status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
-    if not sid or not twilio_status:
-        log.info("POST %s refused (400): no MessageSid or MessageStatus", STATUS_PATH)
+    if not twilio_status:
+        log.info("POST %s refused (400): no MessageStatus", STATUS_PATH)
         raise web.HTTPBadRequest(text="MessageSid and MessageStatus are required")
-    mapped = STATUS_MAP.get(twilio_status)
-    if mapped is None:
-        log.info("twilio status %s for %s: ignored", twilio_status, sid)
-        return _twiml()
     whatsapp = (form.get("To", "").startswith("whatsapp:")
                 or form.get("ChannelPrefix") == "whatsapp")
     channel = "whatsapp" if whatsapp else "sms"
-    code = (form.get("ErrorCode") or "").strip() or None
+    mapped = STATUS_MAP.get(twilio_status)
+    if mapped is None:
+        services.metrics.inbound.labels(channel, "ignored").inc()
+        log.info("twilio status %s for %s: ignored", twilio_status[:40], sid)
+        return _twiml()
+    await _not_replayed(request, services, form, STATUS_PATH, sid, channel)
+    code, _ = clean_error(form.get("ErrorCode"), None)  # no NUL, fits its column
     failure = failure_for(code) if mapped == "failed" else None
     reason = None
     if code is not None:

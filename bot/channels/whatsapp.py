@@ -29,15 +29,22 @@ import aiohttp
 from aiohttp import web
 from sqlalchemy import select, update
 
-from bot import sms
+from bot import replay, sms
 from bot.addresses import AddressError
 from bot.channels import setup
-from bot.channels.base import Failure, SendError, SendResult
+from bot.channels.base import (
+    BadInput,
+    Failure,
+    SendError,
+    SendResult,
+    checked_inbound,
+    clean_error,
+)
 from bot.config import Settings
 from bot.i18n import N_, Translator
 from bot.render import numbered
 from bot.services import Services
-from bot.types import Choice, Inbound, Media, Outbound
+from bot.types import Choice, Inbound, Media, Outbound, safe_text
 from bot.web.app import MAX_BODY, ROUTE_INSTALLERS, SERVICES
 
 log = logging.getLogger("relais.channels.whatsapp")
@@ -415,7 +422,7 @@ def _status_error(entry: dict[str, Any]) -> tuple[str | None, str | None]:
     reason = str(error.get("message") or error.get("title") or "")
     if details:
         reason = f"{reason}: {details}" if reason else str(details)
-    return (None if code is None else str(code)), reason or None
+    return clean_error(code, reason)  # no NUL or surrogate, fits the outbox columns
 
 
 def _changes(payload: Any) -> list[dict[str, Any]]:
@@ -438,19 +445,90 @@ def _changes(payload: Any) -> list[dict[str, Any]]:
             for key in ("messages", "statuses", "contacts"):
                 if not isinstance(value.get(key, []), list):
                     raise MalformedWebhook(f"{key} is not a list")
+            if "metadata" in value and not isinstance(value["metadata"], dict):
+                raise MalformedWebhook("metadata is not an object")
+            for message in value.get("messages", []):
+                _check_message(message)
+            for entry in value.get("statuses", []):
+                _check_status(entry)
             values.append(value)
     return values
 
 
-async def _handle_status(services: Services, entry: dict[str, Any]) -> None:
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _number(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(value, str)
+
+
+def _check_message(message: Any) -> None:
+    """MalformedWebhook when a message lacks what Meta always sends (``from``, ``id``,
+    ``type``) or when a kind we handle carries the wrong types. Kinds we do not handle
+    (reaction, unsupported, system…) are left for ``parse_message`` to ignore."""
+    if not isinstance(message, dict):
+        raise MalformedWebhook("a message that is not an object")
+    for key in ("from", "id", "type"):
+        if not _text(message.get(key)):
+            raise MalformedWebhook(f"a message without {key!r}")
+    kind = message["type"]
+    if kind not in ("text", "interactive", "button", "location", *INBOUND_MEDIA):
+        return
+    content = message.get(kind)
+    if not isinstance(content, dict):
+        raise MalformedWebhook(f"a {kind} message without its {kind!r} object")
+    if kind == "text" and not isinstance(content.get("body"), str):
+        raise MalformedWebhook("a text message whose body is not a string")
+    if kind == "interactive":
+        reply = content.get(content.get("type")) if isinstance(content.get("type"), str) \
+            else None
+        if content.get("type") in ("button_reply", "list_reply") and (
+                not isinstance(reply, dict) or not _text(reply.get("id"))):
+            raise MalformedWebhook("an interactive reply without an id")
+    if kind == "button" and not isinstance(content.get("payload", ""), str):
+        raise MalformedWebhook("a button whose payload is not a string")
+    if kind in INBOUND_MEDIA and not _text(content.get("id")):
+        raise MalformedWebhook(f"a {kind} message without a media id")
+    if kind == "location" and not (_number(content.get("latitude"))
+                                   and _number(content.get("longitude"))):
+        raise MalformedWebhook("a location without coordinates")
+    for key in ("caption", "mime_type", "filename", "text", "title"):
+        if key in content and content[key] is not None and not isinstance(content[key], str):
+            raise MalformedWebhook(f"a {kind} message whose {key} is not a string")
+
+
+def _check_status(entry: Any) -> None:
+    """MalformedWebhook when a status lacks its ``id`` or ``status`` (an unknown status
+    value is ignored later, not refused)."""
+    if not isinstance(entry, dict):
+        raise MalformedWebhook("a status that is not an object")
+    for key in ("id", "status"):
+        if not _text(entry.get(key)):
+            raise MalformedWebhook(f"a status without {key!r}")
+    if "errors" in entry and not isinstance(entry["errors"], list):
+        raise MalformedWebhook("status errors is not a list")
+
+
+async def _handle_status(services: Services, entry: dict[str, Any]) -> bool:
+    """Apply one status; False when it is of a kind we do not handle (ignored)."""
     from bot.fallback import after_failure
     from bot.outbox import apply_status
     from bot.storage.models import Address, Outbox
 
     provider_id, state = entry.get("id"), entry.get("status")
-    if not isinstance(provider_id, str) or state not in ("sent", "delivered", "read", "failed"):
-        log.info("whatsapp status %r ignored", state)
-        return
+    if not isinstance(provider_id, str) or safe_text(provider_id) != provider_id \
+            or state not in ("sent", "delivered", "read", "failed"):  # not an id of ours
+        log.info("whatsapp status %r ignored", str(state)[:40])
+        return False
     code, reason = _status_error(entry)
     now = services.clock.now()
     follow = None
@@ -463,11 +541,11 @@ async def _handle_status(services: Services, entry: dict[str, Any]) -> None:
         log.info("whatsapp status %s for %s%s%s", state, provider_id,
                  f" (error {code})" if code else "", "" if known else ": no such message")
         if row is None or before == "failed" or row.status != "failed":
-            return  # unknown, already failed (a retried webhook), or not a new failure
+            return True  # unknown, already failed (a retried webhook), or not a new failure
         row.failure = Failure.FAILED.value
         failure = STATUS_FAILURES.get(int(code)) if code and code.isdigit() else None
         if failure is None:
-            return
+            return True
         row.failure = failure.value
         if failure is Failure.UNDELIVERABLE and row.address_id is not None:
             # As the outbox does for a refused send: stop writing to that address until
@@ -489,6 +567,7 @@ async def _handle_status(services: Services, entry: dict[str, Any]) -> None:
             log.info("outbox row %s: %s, fallback row planned", row.id, failure.value)
     if follow is not None:
         services.wake_workers()
+    return True
 
 
 async def handle_changes(services: Services, values: list[dict[str, Any]]) -> dict[str, int]:
@@ -516,8 +595,8 @@ async def handle_changes(services: Services, values: list[dict[str, Any]]) -> di
                 counts["ignored"] += 1
                 continue
             try:
-                result = await services.engine.handle(parsed)
-            except AddressError as exc:
+                result = await services.engine.handle(checked_inbound(parsed))
+            except (AddressError, BadInput) as exc:  # that message only; the rest goes on
                 log.info("whatsapp message %s ignored: %s", parsed.provider_id, exc)
                 counts["ignored"] += 1
                 continue
@@ -525,9 +604,12 @@ async def handle_changes(services: Services, values: list[dict[str, Any]]) -> di
                      result.outcome.value)
             counts[result.outcome.value] += 1
         for entry in value.get("statuses", []):
-            if isinstance(entry, dict):
-                await _handle_status(services, entry)
+            if isinstance(entry, dict) and await _handle_status(services, entry):
                 counts["statuses"] += 1
+            else:
+                counts["ignored"] += 1
+    if counts["ignored"]:
+        services.metrics.inbound.labels(NAME, "ignored").inc(counts["ignored"])
     return counts
 
 
@@ -573,9 +655,19 @@ async def receive(request: web.Request) -> web.Response:
         raise web.HTTPForbidden(text="invalid signature")
     try:
         values = _changes(json.loads(raw.decode("utf-8")))
-    except (UnicodeDecodeError, ValueError) as exc:  # MalformedWebhook is a ValueError
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        # MalformedWebhook is a ValueError
         log.warning("whatsapp webhook refused: malformed body (%s)", exc)
         raise web.HTTPBadRequest(text="malformed body") from None
+    # Meta signs the raw bytes: the same signature means the same body, so a seen signature
+    # is a provider retry (deduplicated on the message ids) and REPLAY cannot happen unless
+    # SHA-256 breaks; recorded anyway, like every signed webhook.
+    verdict = await replay.check(services.sessions, services.clock, PROVIDER, expected,
+                                 hashlib.sha256(raw).hexdigest())
+    if verdict is replay.Verdict.REPLAY:
+        services.metrics.inbound.labels(NAME, "replay").inc()
+        log.warning("whatsapp webhook refused (403): signature already used by another body")
+        raise web.HTTPForbidden(text="signature already used by another request")
     counts = await handle_changes(services, values)
     log.debug("whatsapp webhook: %s", ", ".join(f"{v} {k}" for k, v in counts.items() if v)
              or "nothing to do")

@@ -20,10 +20,20 @@ from zoneinfo import ZoneInfo
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from bot import broadcasts as bc
 from bot.addresses import AddressError, parse_address
-from bot.cli.common import EXIT_NOT_FOUND, EXIT_USAGE, fail, run, settings, setup_logging
+from bot.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    fail,
+    plain,
+    run,
+    safe,
+    settings,
+    setup_logging,
+)
 from bot.cli.root import app
 from bot.clock import Clock
 from bot.config import Settings
@@ -61,7 +71,7 @@ class Missing(Exception):
 
 
 def _out() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return Console(highlight=False, soft_wrap=True, emoji=False)
 
 
 def _err() -> Console:
@@ -136,12 +146,12 @@ def _n(value: int) -> str:
 
 def print_preview(data: dict[str, Any], console: Console) -> None:
     who = data["test_address"] or bc.Segment.from_json(data["segment"]).describe()
-    console.print(f"[bold]Broadcast to {who}[/bold]")
+    console.print(Text(f"Broadcast to {plain(who)}", style="bold"))
     console.print(f"Recipients: [bold]{_n(data['recipients'])}[/bold]")
     if data["by_channel_language"]:
         table = Table("channel", "language", "people", box=None, pad_edge=False)
         for row in data["by_channel_language"]:
-            table.add_row(row["channel"], row["language"], _n(row["recipients"]))
+            table.add_row(safe(row["channel"]), safe(row["language"]), _n(row["recipients"]))
         console.print(table)
     console.print(f"Left out: [bold]{_n(data['excluded_total'])}[/bold]")
     for reason, count in data["excluded"].items():
@@ -152,11 +162,12 @@ def print_preview(data: dict[str, Any], console: Console) -> None:
                       "(they get it when their quiet hours end)")
     for item in data["texts"]:
         console.print(
-            f"\n[bold]{item['language']}[/bold] text, to {_n(item['recipients'])} people "
+            f"\n[bold]{safe(item['language'])}[/bold] text, to {_n(item['recipients'])} people "
             f"({_n(item['sms_recipients'])} by SMS): {item['sms_segments']} SMS segment(s), "
             f"{item['encoding']}"
         )
-        console.print(item["text"], markup=False)
+        console.print("\n".join(plain(line) for line in item["text"].splitlines()),
+                      markup=False, emoji=False)
     console.print(
         f"\nSMS segments: {_n(data['sms_segments'])}; estimated cost: "
         f"{data['estimated_cost']:,.2f} ({data['sms_segment_price']} per segment)"
@@ -165,7 +176,7 @@ def print_preview(data: dict[str, Any], console: Console) -> None:
 
 def print_status(data: dict[str, Any], console: Console, tz: str) -> None:
     who = data["test_address"] or bc.Segment.from_json(data["segment"]).describe()
-    console.print(f"[bold]Broadcast {data['id']}[/bold] to {who}: {data['status']}")
+    console.print(f"[bold]Broadcast {data['id']}[/bold] to {safe(who)}: {data['status']}")
     for label, key in (("created", "created_at"), ("scheduled for", "scheduled_at"),
                        ("started", "started_at"), ("finished", "finished_at")):
         if data[key]:
@@ -180,8 +191,9 @@ def print_status(data: dict[str, Any], console: Console, tz: str) -> None:
         console.print(f"Waiting for the person to write on WhatsApp: {_n(data['held'])}")
     for failure in data["failures"]:
         code = f" {failure['code']}" if failure["code"] else ""
-        console.print(f"  failed ({failure['failure'] or '?'}{code}): "
-                      f"{failure['reason'] or ''} x{_n(failure['count'])}", markup=False)
+        console.print(plain(f"  failed ({failure['failure'] or '?'}{code}): "
+                            f"{failure['reason'] or ''} x{_n(failure['count'])}"),
+                      markup=False, emoji=False)
     left = {k: v for k, v in data["excluded"].items() if v}
     if left:
         console.print("Left out: " + ", ".join(f"{REASON_LABELS[k]} {_n(v)}"
@@ -323,8 +335,8 @@ def list_(
     for row in rows:
         table.add_row(str(row["id"]), row["status"], row["created_at"][:16],
                       (row["scheduled_at"] or "")[:16],
-                      f"test {row['test_address']}" if row["test_address"]
-                      else bc.Segment.from_json(row["segment"]).describe(),
+                      safe(f"test {row['test_address']}" if row["test_address"]
+                           else bc.Segment.from_json(row["segment"]).describe()),
                       _n(row["recipients"]))
     _out().print(table)
 

@@ -9,7 +9,7 @@ import re
 import typer
 from rich.console import Console
 
-from bot.cli.common import run, settings, setup_logging
+from bot.cli.common import run, safe, settings, setup_logging
 from bot.cli.root import app
 from bot.types import Outbound
 
@@ -39,7 +39,7 @@ def chat(
 def _show(message: Outbound, text: str) -> None:
     console.print()
     for line in text.splitlines():
-        console.print(f"[bold cyan]relais>[/] {line}" if line else "", markup=True,
+        console.print(f"[bold cyan]relais>[/] {safe(line)}" if line else "", markup=True,
                       soft_wrap=True)
 
 

@@ -7,14 +7,13 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot import checkins as rules
 from bot.addresses import PHONE_CHANNELS, AddressError, parse_address
-from bot.cli.common import EXIT_NOT_FOUND, fail, run, settings, setup_logging
+from bot.cli.common import EXIT_NOT_FOUND, console, fail, plain, run, safe, settings, setup_logging
 from bot.cli.root import app
 from bot.clock import Clock
 from bot.storage.models import Address, CheckinRule, Contact, Tag
@@ -75,7 +74,7 @@ def set_cadence(
         who = run(_go)
     except NotFound as exc:
         fail(str(exc), EXIT_NOT_FOUND)
-    typer.echo(f"{who}: check-ins every {days} day{'s' if days > 1 else ''}")
+    typer.echo(f"{plain(who)}: check-ins every {days} day{'s' if days > 1 else ''}")
 
 
 @checkins_app.command("list")
@@ -102,11 +101,11 @@ def list_rules(
         return
     table = Table("tag", "person", "every", "people", "since")
     for row in rows:
-        table.add_row(row.tag or "", row.address or "", f"{row.every_days} d",
+        table.add_row(safe(row.tag), safe(row.address), f"{row.every_days} d",
                       str(row.people), f"{row.created_at:%Y-%m-%d}")
-    console = Console(highlight=False)
-    console.print(table)
-    console.print(f"Without a rule: every {rules.DEFAULT_EVERY_DAYS} days.")
+    out = console()
+    out.print(table)
+    out.print(f"Without a rule: every {rules.DEFAULT_EVERY_DAYS} days.")
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from typing import NoReturn, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 
 from bot.config import ConfigError, Settings, load_settings
 from bot.storage.db import DatabaseError
@@ -21,9 +23,45 @@ EXIT_USAGE = 2
 
 err = Console(stderr=True, highlight=False)
 
+# What a terminal would obey rather than show: C0 and C1 control characters (ESC starts the
+# colour, cursor, title and hyperlink sequences), DEL, and the bidirectional overrides and
+# isolates that reorder what follows them. Line and paragraph breaks become spaces.
+_BREAKS = re.compile(r"[\t\n\v\f\r\x85\u2028\u2029]+")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def plain(text: object) -> str:
+    """Text someone else wrote (a name, a message, a note, an address, a tag...), fit for
+    one line of a terminal: breaks become spaces, control characters are dropped, every
+    printable character (accents, Arabic, emoji) is kept. ``None`` is "". For output that
+    Rich does not read as markup (``typer.echo``, ``sys.stderr.write``)."""
+    if text is None:
+        return ""
+    return _CONTROLS.sub("", _BREAKS.sub(" ", str(text)))
+
+
+def safe(text: object) -> str:
+    """``plain(text)`` escaped for Rich markup: for table cells and ``console.print``, so
+    ``[/]`` or ``[link=...]`` in a citizen's name is shown as typed, never obeyed.
+
+    Rendered alone (a cell), it shows exactly ``plain(text)``. Rich doubles a trailing
+    backslash so that it cannot escape markup written right after it; that doubling would
+    show, so it is undone here: never write a markup tag right after a ``safe()`` value."""
+    shown = plain(text)
+    escaped = escape(shown)
+    if shown.endswith("\\") and not shown.endswith("\\\\"):
+        return escaped[:-1]  # the one backslash Rich added
+    return escaped
+
+
+def console(*, stderr: bool = False, width: int | None = None) -> Console:
+    """The console of tables and listings: no highlighting, no ``:emoji:`` codes (a name
+    is shown as typed)."""
+    return Console(stderr=stderr, highlight=False, emoji=False, width=width)
+
 
 def fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
-    sys.stderr.write(f"relais: {message}\n")
+    sys.stderr.write(f"relais: {plain(message)}\n")
     sys.exit(code)
 
 

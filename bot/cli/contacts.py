@@ -13,10 +13,21 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.addresses import AddressError
-from bot.cli.common import EXIT_NOT_FOUND, EXIT_USAGE, fail, run, settings, setup_logging
+from bot.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    console,
+    fail,
+    plain,
+    run,
+    safe,
+    settings,
+    setup_logging,
+)
 from bot.cli.root import app
 from bot.config import Settings
 
@@ -34,7 +45,7 @@ class NotFound(Exception):
 
 
 def _error(text: str) -> None:
-    sys.stderr.write(f"relais: {text}\n")
+    sys.stderr.write(f"relais: {plain(text)}\n")
 
 
 async def _in_transaction(
@@ -103,12 +114,12 @@ def import_(
     problems += [(p.line, str(p)) for p in parsed.warnings]
     for _line, text in sorted(problems, key=lambda item: item[0]):
         _error(f"{file.name} {text}")
-    console = Console(stderr=True)
+    terminal = Console(stderr=True)
     progress = None
-    if console.is_terminal and parsed.people:
+    if terminal.is_terminal and parsed.people:
         progress = Progress(
             TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-            console=console, transient=True,
+            console=terminal, transient=True,
         )
 
     async def go() -> contacts.ImportSummary:
@@ -170,11 +181,12 @@ def list_(
             notes.append("landline")
         if r.staff_role:
             notes.append(r.staff_role)
-        table.add_row(r.address or "", r.name or "", r.language or "", r.postcode or "",
-                      " ".join(r.tags), _yes_no(r.consents.get("news")), ", ".join(notes))
-    console = Console(highlight=False)
-    console.print(table)
-    console.print(f"{len(rows)} contacts")
+        table.add_row(safe(r.address), safe(r.name), safe(r.language), safe(r.postcode),
+                      safe(" ".join(r.tags)), _yes_no(r.consents.get("news")),
+                      safe(", ".join(notes)))
+    out = console()
+    out.print(table)
+    out.print(f"{len(rows)} contacts")
 
 
 def _yes_no(value: bool | None) -> str:
@@ -202,13 +214,14 @@ def show(
     if as_json:
         typer.echo(json.dumps(details, ensure_ascii=False))
         return
-    console = Console(highlight=False)
-    console.print(f"[bold]{row.name or '(no name)'}[/]  contact {row.id}")
+    out = console()
+    out.print(Text(plain(row.name or "(no name)"), style="bold"), f" contact {row.id}")
     for item in row.addresses:
         flags = [f for f, on in (("landline: no SMS", item["landline"]),
                                  (f"blocked {item['blocked_reason'] or ''}".strip(),
                                   item["blocked_at"])) if on]
-        console.print(f"  {item['address']}" + (f"  ({', '.join(flags)})" if flags else ""))
+        out.print("  " + safe(item["address"])
+                  + (f"  ({safe(', '.join(flags))})" if flags else ""))
     for label, value in (
         ("language", row.language), ("postcode", row.postcode), ("time zone", row.timezone),
         ("tags", " ".join(row.tags)),
@@ -217,7 +230,7 @@ def show(
         ("created", details["created_at"]), ("last wrote", details["last_inbound_at"]),
     ):
         if value:
-            console.print(f"  {label}: {value}")
+            out.print(f"  {label}: {safe(value)}")
 
 
 def _tagging(address: str, tags: list[str], add: bool) -> None:
@@ -237,7 +250,7 @@ def _tagging(address: str, tags: list[str], add: bool) -> None:
     changed = execute(work)
     verb = "tagged" if add else "untagged"
     if changed:
-        typer.echo(f"{verb} {target}: {' '.join(changed)}")
+        typer.echo(f"{verb} {target}: {plain(' '.join(changed))}")
     else:
         typer.echo(f"{target}: nothing to change")
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import typer
 
+from bot.cli.common import plain
 from bot.cli.root import app
 
 # The English names of the keywords (ARCHITECTURE.md), by the flows' own keyword ids.
@@ -65,4 +66,4 @@ def inspect(
     typer.echo(f"danger: {', '.join(danger) if danger else '-'}"
                + (f" ({result['danger_language']} words)" if danger else ""))
     typer.echo(f"private data: {', '.join(result['private_data']) or '-'}")
-    typer.echo(f"stored as: {result['masked']}")
+    typer.echo(f"stored as: {plain(result['masked'])}")

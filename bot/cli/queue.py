@@ -10,11 +10,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cli.common import fail
+from bot.cli.common import console, fail, plain, safe
 from bot.cli.root import app
 from bot.cli.staff import NotFound, Usage, check_address, execute
 from bot.clock import Clock
@@ -41,7 +40,7 @@ async def _staff(session: AsyncSession, address: str) -> Any:
 
 def _failed(error: Any) -> Exception:
     """A queue refusal as the CLI's one line (exit 1)."""
-    who = f" by {error.by.name}" if getattr(error, "by", None) is not None else ""
+    who = f" by {plain(error.by.name)}" if getattr(error, "by", None) is not None else ""
     messages = {
         "not_found": f"no ticket {error.ticket_id}",
         "closed": f"ticket {error.ticket_id} is closed",
@@ -95,9 +94,9 @@ def _print_entries(rows: list[dict[str, Any]]) -> None:
     for row in rows:
         who = row["who"] or ("mediator" if row["kind"] == "out" else "Relais")
         mark = {"note": " [note]", "system": " [*]", "out": " >"}.get(row["kind"], "")
-        typer.echo(f"{row['at']}{mark} {who}: {row['text']}")
+        typer.echo(f"{row['at']}{mark} {plain(who)}: {plain(row['text'])}")
         for media in row["media"]:
-            typer.echo(f"    {media['content_type']}: {media['url']}")
+            typer.echo(f"    {plain(media['content_type'])}: {media['url']}")
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -128,10 +127,10 @@ def list_(
                   "mediator", "first words")
     for r in rows:
         table.add_row(str(r["id"]), r["priority"], r["state"], f"{r['waiting_minutes']} min",
-                      f"{r['first_name'] or '?'} ({r['person'] or '-'})", r["language"] or "",
-                      r["channel"] or "", r["mediator_name"] or "", r["first_words"] or
-                      f"[{r['source']}]")
-    Console(highlight=False, width=160).print(table)
+                      safe(f"{r['first_name'] or '?'} ({r['person'] or '-'})"),
+                      safe(r["language"]), safe(r["channel"]), safe(r["mediator_name"]),
+                      safe(r["first_words"] or f"[{r['source']}]"))
+    console(width=160).print(table)
 
 
 @queue_app.command("show")
@@ -170,10 +169,11 @@ def show(
     if as_json:
         typer.echo(json.dumps(data, ensure_ascii=False))
         return
-    typer.echo(f"#{data['id']} {data['priority']} {data['state']} - {data['first_name'] or '?'}"
-               f" ({data['person']}, {data['language']}, level {data['level'] or '?'}) - "
-               f"waiting {data['waiting_minutes']} min"
-               + (f" - held by {data['mediator_name']}" if data["mediator_name"] else ""))
+    typer.echo(plain(
+        f"#{data['id']} {data['priority']} {data['state']} - {data['first_name'] or '?'}"
+        f" ({data['person']}, {data['language']}, level {data['level'] or '?'}) - "
+        f"waiting {data['waiting_minutes']} min"
+        + (f" - held by {data['mediator_name']}" if data["mediator_name"] else "")))
     if data["messages"]:
         typer.echo("messages:")
         _print_entries(data["messages"])
@@ -183,10 +183,11 @@ def show(
     if data["media"]:
         typer.echo("photos and voice notes:")
         for media in data["media"]:
-            typer.echo(f"  {media['id']} {media['content_type']} {media['url']}")
+            typer.echo(f"  {media['id']} {plain(media['content_type'])} {media['url']}")
     if data["callback"]:
         cb = data["callback"]
-        typer.echo(f"callback booked: slot {cb['slot_id']} at {cb['start']} ({cb['phone']})")
+        typer.echo(f"callback booked: slot {cb['slot_id']} at {cb['start']} "
+                   f"({plain(cb['phone'])})")
 
 
 @queue_app.command("history")
@@ -244,7 +245,7 @@ def take(ticket_id: int = typer.Argument(..., metavar="ID"),
     async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
         done = await queue.take(session, config, now, ticket_id, staff)
         verb = "already held" if done.already else "took"
-        return f"{verb} #{ticket_id} as {staff.name}{_undelivered(done)}"
+        return f"{verb} #{ticket_id} as {plain(staff.name)}{_undelivered(done)}"
 
     typer.echo(_act(as_, action))
 
@@ -321,9 +322,9 @@ def transfer(ticket_id: int = typer.Argument(..., metavar="ID"),
             raise NotFound(f"no staff member at {target_address}")
         done = await queue.transfer(session, config, now, ticket_id, staff, target)
         if done.already:
-            return f"#{ticket_id} already belongs to {target.name}"
-        duty = "" if target.on_duty else f" ({target.name} is off duty)"
-        return f"#{ticket_id} passed to {target.name}{duty}"
+            return f"#{ticket_id} already belongs to {plain(target.name)}"
+        duty = "" if target.on_duty else f" ({plain(target.name)} is off duty)"
+        return f"#{ticket_id} passed to {plain(target.name)}{duty}"
 
     typer.echo(_act(as_, action))
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from bot.cli.common import EXIT_USAGE, fail, run, settings, setup_logging
+from bot.cli.common import EXIT_USAGE, fail, plain, run, settings, setup_logging
 from bot.cli.root import app
 from bot.clock import Clock
 
@@ -60,4 +60,5 @@ def report(
     if as_json:
         typer.echo(json.dumps(data, ensure_ascii=False))
     elif csv_dir is None and html_file is None:
-        typer.echo(reports.as_text(data), nl=False)
+        lines = reports.as_text(data).splitlines()
+        typer.echo("".join(plain(line) + "\n" for line in lines), nl=False)

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 
-from bot.cli.common import EXIT_NOT_FOUND, run, settings, setup_logging
+from bot.cli.common import EXIT_NOT_FOUND, plain, run, safe, settings, setup_logging
 from bot.cli.root import app
 
 resources_app = typer.Typer(
@@ -29,7 +29,7 @@ FILE_ARGUMENT = typer.Argument(
 
 
 def _error(text: str) -> None:
-    sys.stderr.write(f"relais: {text}\n")
+    sys.stderr.write(f"relais: {plain(text)}\n")
 
 
 @resources_app.command("import")
@@ -99,7 +99,7 @@ def _import_places(config: Any, file: Path) -> None:
             f"{len(parsed.rejected)} rejected")
     if summary.samples_removed:
         line += f", {summary.samples_removed} sample places removed"
-    typer.echo(line)
+    typer.echo(plain(line))
     if parsed.rejected:
         raise typer.Exit(EXIT_NOT_FOUND)
 
@@ -127,17 +127,18 @@ def list_(
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=2))
         return
-    console = Console(highlight=False, soft_wrap=False)
+    console = Console(highlight=False, soft_wrap=False, emoji=False)
     if places:
         table = Table("id", "name", "postcode", "commune", "phone", "hours")
         for row in rows:
-            table.add_row(row["id"], row["name"], row["postcode"] or "", row["commune"] or "",
-                          row["phone"] or "", row["hours"] or "")
+            table.add_row(safe(row["id"]), safe(row["name"]), safe(row["postcode"]),
+                          safe(row["commune"]), safe(row["phone"]), safe(row["hours"]))
     else:
         table = Table("id", "theme", "level", "title", "url")
         for row in rows:
             title = (row["texts"].get("fr") or {}).get("title", "")
-            table.add_row(row["id"], row["theme"], str(row["level"] or ""), title, row["url"])
+            table.add_row(safe(row["id"]), safe(row["theme"]), str(row["level"] or ""),
+                          safe(title), safe(row["url"]))
     console.print(table)
     console.print(f"{len(rows)} {'places' if places else 'resources'}")
 

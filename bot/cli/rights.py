@@ -10,7 +10,7 @@ from typing import Any
 import typer
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cli.common import EXIT_NOT_FOUND, fail
+from bot.cli.common import EXIT_NOT_FOUND, fail, plain
 from bot.cli.contacts import NotFound, check_address, execute
 from bot.cli.root import app
 
@@ -64,7 +64,7 @@ def forget(
 
     name, erased = execute(work)
     who = f"{name} ({target})" if name else target
-    typer.echo(f"forgot {who}: erased {erased.describe()}")
+    typer.echo(f"forgot {plain(who)}: erased {erased.describe()}")
     if erased.suppressed:
         typer.echo(f"{erased.suppressed} address(es) kept on the suppression list "
                    "(they had said STOP): imports and broadcasts will skip them")

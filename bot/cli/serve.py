@@ -3,13 +3,40 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+import sys
 
 import typer
 from aiohttp import web
 
 from bot.cli.common import run, settings, setup_logging
 from bot.cli.root import app
+from bot.config import Settings
+
+log = logging.getLogger("relais.serve")
+
+
+def plain_http_warning(config: Settings) -> str | None:
+    """The start-up warning when providers are told to call Relais over plain http."""
+    if config.base_url.lower().startswith("https://"):
+        return None
+    return (f"RELAIS_PUBLIC_URL is {config.base_url}: signatures are checked against "
+            f"{config.base_url}; use https in production (over http a captured webhook "
+            f"can be read and replayed)")
+
+
+def warn_plain_http(config: Settings) -> None:
+    """Once at start: in the log, and on stderr (printed when the log does not go there)."""
+    message = plain_http_warning(config)
+    if message is None:
+        return
+    log.warning("%s", message)
+    to_stderr = any(isinstance(handler, logging.StreamHandler)
+                    and getattr(handler, "stream", None) is sys.stderr
+                    for handler in logging.getLogger().handlers)
+    if not (to_stderr and log.isEnabledFor(logging.WARNING)):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 @app.command()
@@ -20,11 +47,12 @@ def serve(
     """Webhooks, outbox workers and scheduler in one process."""
     setup_logging(log_level)
     config = settings()
-    from bot.web.app import create_app
+    warn_plain_http(config)
+    from bot.web.app import create_app, make_runner
 
     async def _go() -> None:
         application = create_app(config, workers=not no_workers)
-        runner = web.AppRunner(application, handle_signals=False)
+        runner = make_runner(application, handle_signals=False)
         await runner.setup()  # opens the database: errors surface here, before listening
         site = web.TCPSite(runner, config.host, config.port)
         await site.start()

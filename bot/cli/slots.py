@@ -9,11 +9,10 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cli.common import EXIT_USAGE, fail
+from bot.cli.common import EXIT_USAGE, console, fail, safe
 from bot.cli.root import app
 from bot.cli.staff import NotFound, Usage, check_address, execute
 from bot.clock import Clock
@@ -95,9 +94,9 @@ def list_(
     table = Table("id", "start", "min", "status", "mediator", "person", "phone")
     for r in rows:
         status = f"{r.status} ({r.outcome})" if r.outcome else r.status
-        table.add_row(str(r.id), _local(r.start_at, tz), str(r.minutes), status,
-                      r.mediator_name or r.mediator or "", r.person or "", r.phone or "")
-    Console(highlight=False).print(table)
+        table.add_row(str(r.id), _local(r.start_at, tz), str(r.minutes), safe(status),
+                      safe(r.mediator_name or r.mediator), safe(r.person), safe(r.phone))
+    console().print(table)
 
 
 @slots_app.command("cancel")
@@ -127,15 +126,28 @@ def cancel(slot_id: int = typer.Argument(..., metavar="ID", help="The slot id"))
 def done(
     slot_id: int = typer.Argument(..., metavar="ID", help="The slot id"),
     outcome: Outcome = typer.Option(..., "--outcome", help="reached or no-answer"),
+    as_: str | None = typer.Option(
+        None, "--as", help="The staff member recording it: the slot's mediator or a "
+                           "coordinator (without it: the operator)"),
 ) -> None:
-    """Record how the call went; after no answer the person is offered another time."""
+    """Record how the call went, once it has begun; after no answer the person is offered
+    another time. With --as, only the slot's mediator or a coordinator may."""
     from bot import counters, events, slots
     from bot.flows.callbacks import tell_slot_lost
+    from bot.staff import find_staff
+
+    acting = check_address(as_) if as_ else None
 
     async def work(session: AsyncSession, config: Settings) -> str:
         now = Clock().now()
+        staff = None
+        if acting is not None:
+            staff = await find_staff(session, acting)
+            if staff is None:
+                raise Usage(f"--as: no staff member at {acting} (relais staff add)")
         try:
-            slot = await slots.record_outcome(session, slot_id, outcome.value)
+            slot = await slots.record_outcome(session, slot_id, outcome.value, now=now,
+                                              staff=staff)
         except (LookupError, slots.SlotError) as exc:
             raise NotFound(str(exc)) from None
         kind = "callback.reached" if outcome is Outcome.reached else "callback.no_answer"

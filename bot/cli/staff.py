@@ -10,12 +10,21 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import typer
-from rich.console import Console
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.addresses import AddressError
-from bot.cli.common import EXIT_NOT_FOUND, EXIT_USAGE, fail, run, settings, setup_logging
+from bot.cli.common import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    console,
+    fail,
+    plain,
+    run,
+    safe,
+    settings,
+    setup_logging,
+)
 from bot.cli.root import app
 from bot.clock import Clock
 from bot.config import Settings
@@ -75,7 +84,9 @@ def add(
     name: str = typer.Option(..., "--name", help="The name colleagues know them by"),
     role: str = typer.Option("mediator", "--role", help="mediator or coordinator"),
 ) -> None:
-    """Register a staff member (on duty), or update their name and role."""
+    """Register a staff member (on duty) at this exact address, or update their name and
+    role. Staff powers come only from the addresses added: sms:+33… and whatsapp:+33… are
+    two addresses (add both if they use both)."""
     from bot import staff
 
     target = check_address(address)
@@ -85,14 +96,17 @@ def add(
         fail("--name must not be empty", EXIT_USAGE)
 
     async def work(session: AsyncSession, config: Settings) -> bool:
-        _member, created = await staff.add_staff(
-            session, target, name=name.strip(), role=role, now=Clock().now(),
-            default_timezone=config.timezone,
-        )
+        try:
+            _member, created = await staff.add_staff(
+                session, target, name=name.strip(), role=role, now=Clock().now(),
+                default_timezone=config.timezone,
+            )
+        except staff.StaffAddressTaken as exc:
+            fail(str(exc), EXIT_USAGE)
         return created
 
     created = execute(work)
-    typer.echo(f"{'added' if created else 'updated'} {role} {name.strip()} ({target})")
+    typer.echo(f"{'added' if created else 'updated'} {role} {plain(name.strip())} ({target})")
 
 
 @staff_app.command("list")
@@ -116,8 +130,9 @@ def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array on 
         return
     table = Table("name", "role", "on duty", "addresses")
     for r in rows:
-        table.add_row(r.name, r.role, "yes" if r.on_duty else "no", ", ".join(r.addresses))
-    Console(highlight=False).print(table)
+        table.add_row(safe(r.name), safe(r.role), "yes" if r.on_duty else "no",
+                      safe(", ".join(r.addresses)))
+    console().print(table)
 
 
 def _unknown(address: str) -> NotFound:
@@ -139,7 +154,7 @@ def remove(address: str = typer.Argument(..., help="Their address")) -> None:
         return member.name
 
     name = execute(work)
-    typer.echo(f"removed {name} ({target}) from staff")
+    typer.echo(f"removed {plain(name)} ({target}) from staff")
 
 
 def _set_duty(address: str, on_duty: bool) -> None:
@@ -155,7 +170,7 @@ def _set_duty(address: str, on_duty: bool) -> None:
         return member.name
 
     name = execute(work)
-    typer.echo(f"{name} ({target}) is {'on' if on_duty else 'off'} duty")
+    typer.echo(f"{plain(name)} ({target}) is {'on' if on_duty else 'off'} duty")
 
 
 @staff_app.command("on")

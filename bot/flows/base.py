@@ -67,6 +67,8 @@ class Context:
     # Staff commands: what is said to the staff member names the people whose tickets the
     # step read (``bot.about``), and is erased with them.
     staff_side: bool = False
+    # A staff one-time code sent back by SMS, read before masking (``bot.staff_sms``).
+    sms_code: str | None = None
 
     @property
     def _(self) -> Translator:  # noqa: N802 - the gettext convention

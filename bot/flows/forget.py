@@ -1,4 +1,6 @@
-"""OUBLIER (FORGET): a person erases their data by message, after a confirmation.
+"""OUBLIER (FORGET): a person erases their data by message, after a confirmation. By SMS,
+whose sender id can be forged, the yes is a 4-digit code sent in the question (only the
+phone's owner reads it), never "1" or "oui".
 
 The last message ("it is done") is written to the outbox before the erasure, which keeps
 that row, the contact row (emptied) and its addresses; a job deletes that shell once the
@@ -7,13 +9,19 @@ message has left (``bot.rights``). Anonymous events stay for reports.
 
 from __future__ import annotations
 
+import secrets
+
 from bot import notify, rights
 from bot.flows.base import Context, Flow, Next, State, choice, register
+from bot.flows.choices import fold
 from bot.staff import staff_for_contact
 from bot.types import Reply
 
 YES = "yes"
 NO = "no"
+CODE_KEY = "forget_code"
+CODE_CHANNELS = ("sms",)  # the channels whose sender id can be forged
+KEEP_WORDS = frozenset({"non", "no", "n"})
 
 
 async def on_forget(ctx: Context) -> Next:
@@ -28,10 +36,18 @@ async def on_forget(ctx: Context) -> Next:
 
 async def ask(ctx: Context) -> Next:
     _ = ctx._
+    question = _("Do you want us to erase all your data? Your messages, requests and "
+                 "appointments will be deleted.")
+    if ctx.address is not None and ctx.address.channel in CODE_CHANNELS:
+        # An SMS sender can be forged: the yes is a code only the phone's owner reads.
+        code = f"{secrets.randbelow(9000) + 1000}"
+        ctx.remember(**{CODE_KEY: code})
+        ctx.ask(Reply("\n".join([question, _("To erase everything, reply {code}.", code=code),
+                                 _("To keep your data, reply NO.")])))
+        return None
     ctx.ask(
         Reply(
-            _("Do you want us to erase all your data? Your messages, requests and "
-              "appointments will be deleted."),
+            question,
             (
                 choice(YES, _("Yes, erase everything"), "oui", "yes", "effacer", "erase"),
                 choice(NO, _("No"), "non", "no"),
@@ -41,8 +57,20 @@ async def ask(ctx: Context) -> Next:
     return None
 
 
+async def code_typed(ctx: Context, text: str) -> Next:
+    """SMS: the code of the question is the yes; anything else erases nothing."""
+    code = ctx.recall(CODE_KEY)
+    answer = text.strip().rstrip(".!")
+    if code is not None and answer == code:
+        return await answered(ctx, YES)
+    if fold(answer) in KEEP_WORDS:
+        return await answered(ctx, NO)
+    return None
+
+
 async def answered(ctx: Context, choice_id: str) -> Next:
     _ = ctx._
+    ctx.remember(**{CODE_KEY: None})
     if choice_id != YES:
         ctx.event("forget.cancelled")
         ctx.say(_("All right, we keep your data."))
@@ -67,6 +95,6 @@ async def answered(ctx: Context, choice_id: str) -> Next:
 FLOW = register(
     Flow(
         "forget",
-        {"confirm": State(enter=ask, on_choice=answered)},
+        {"confirm": State(enter=ask, on_choice=answered, on_text=code_typed)},
     )
 )

@@ -20,13 +20,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select
 
-from bot import about, counters, notify, outcomes, queue
+from bot import about, counters, notify, outcomes, queue, staff_sms
 from bot.addresses import AddressError
 from bot.flows.base import Context, add_step_hook
 from bot.flows.choices import fold
 from bot.hours import HOUR_MINUTES
 from bot.i18n import Translator
-from bot.storage.models import MessageAbout, Slot, Staff, Ticket
+from bot.storage.models import Message, MessageAbout, Slot, Staff, StaffAddress, Ticket
 
 ALIASES = {
     "queue": "queue", "file": "queue", "q": "queue", "list": "queue",
@@ -61,22 +61,70 @@ Command = Callable[[Context, Staff, str], Awaitable[None]]
 
 
 async def hook(ctx: Context) -> bool:
-    if ctx.inbound is None:
+    if ctx.inbound is None or ctx.address is None:
         return False
-    from bot.staff import staff_for_contact
+    from bot.staff import staff_address, staff_for_contact
 
-    staff = await staff_for_contact(ctx.session, ctx.contact.id)
-    if staff is None:
+    text = (ctx.message.body if ctx.message is not None else None) or ctx.inbound.text or ""
+    registered = await staff_address(ctx.session, ctx.address.channel, ctx.address.external_id)
+    staff = await ctx.session.get(Staff, registered.staff_id) if registered else None
+    if staff is None:  # powers come only from the exact addresses registered
+        if parse(text)[0] not in (None, "unknown") and await staff_for_contact(
+            ctx.session, ctx.contact.id
+        ) is not None:
+            ctx.say(ctx._("This address has no staff powers. On the server, run: relais "
+                          "staff add {address} --name NAME --role ROLE",
+                          address=ctx.address.address), force=True)
+            return True
         return False
     ctx.conversation.misunderstood = 0
     ctx.staff_side = True
-    await handle(ctx, staff, (ctx.message.body if ctx.message is not None else None)
-                 or ctx.inbound.text or "")
+    if ctx.address.channel == "sms":
+        assert registered is not None
+        opened = await sms_gate(ctx, registered)
+        if opened is None:
+            return True
+        text = opened
+    await handle(ctx, staff, text)
     if ctx.message is not None:  # a reply or a note quotes the person: erased with them
         people = about.mentioned(ctx.session) - {ctx.contact.id}
         ctx.session.add_all(MessageAbout(message_id=ctx.message.id, contact_id=cid)
                             for cid in sorted(people))
     return True
+
+
+async def sms_gate(ctx: Context, registered: StaffAddress) -> str | None:
+    """The staff text to run now, or None when the SMS session is not open (the code asked
+    for, confirmed with nothing waiting, wrong, or staff powers off by SMS)."""
+    _ = ctx._
+    decision = await staff_sms.check(
+        ctx.session, registered, mode=ctx.settings.staff_sms,
+        hours=ctx.settings.staff_sms_session_hours, now=ctx.now, code=ctx.sms_code,
+        message_id=ctx.message.id if ctx.message is not None else None,
+    )
+    text = (ctx.message.body if ctx.message is not None else None) or ""
+    if decision.gate is staff_sms.Gate.OPEN:
+        return text
+    if decision.gate is staff_sms.Gate.OFF:
+        say(ctx, _("Staff commands do not work by SMS here. Use WhatsApp, Telegram or the "
+                   "console."))
+        return None
+    if decision.gate is staff_sms.Gate.CHALLENGED:
+        assert decision.code is not None
+        ctx.say(_("To check it is you, send back this code: {code}. It works for 10 minutes.",
+                  code=decision.code), kind="staff.code", force=True)
+        return None
+    if decision.gate is staff_sms.Gate.WRONG:
+        say(ctx, _("Wrong or expired code. Send your message again to get a new code."))
+        return None
+    assert decision.until is not None
+    until = decision.until.astimezone(ZoneInfo(tz(ctx)))
+    ctx.say(_("Thank you, it is you. Staff commands by SMS work until {time}.",
+              time=until.strftime("%H:%M")), kind="staff.session", force=True)
+    if decision.pending_message_id is None:
+        return None
+    waiting = await ctx.session.get(Message, decision.pending_message_id)
+    return waiting.body if waiting is not None and waiting.body else None
 
 
 def parse(text: str) -> tuple[str | None, str]:
@@ -414,24 +462,22 @@ async def done(ctx: Context, staff: Staff, rest: str) -> None:
         say(ctx, _("For example: /done 5 reached, or /done 5 no-answer"))
         return
     slot_id = int(parts[0])
-    try:
-        from bot import slots
-    except ImportError:  # pragma: no cover - the slots module ships with callbacks
-        slots = None  # type: ignore[assignment]
-    if slots is not None:
-        try:
-            slot = await slots.record_outcome(ctx.session, slot_id, outcome)
-        except (LookupError, ValueError, slots.SlotError):
-            say(ctx, _("Call {id} cannot be marked: it is not a booked call.", id=slot_id))
-            return
-    else:  # pragma: no cover
-        found = await ctx.session.get(Slot, slot_id)
-        if found is None or found.status != "booked":
-            say(ctx, _("Call {id} cannot be marked: it is not a booked call.", id=slot_id))
-            return
-        found.status, found.outcome = "done", outcome
-        slot = found
-    from bot import events
+    from bot import events, slots
+
+    try:  # the slot's mediator or a coordinator, once the call has begun (bot.slots)
+        slot = await slots.record_outcome(ctx.session, slot_id, outcome, now=ctx.now,
+                                          staff=staff)
+    except slots.NotYours as refused:
+        name = refused.mediator.name if refused.mediator is not None else "?"
+        say(ctx, _("Call {id} belongs to {name}: only they or a coordinator can mark it.",
+                   id=slot_id, name=name))
+        return
+    except slots.NotStarted:
+        say(ctx, _("Call {id} has not started yet: mark it after the call.", id=slot_id))
+        return
+    except (LookupError, ValueError, slots.SlotError):
+        say(ctx, _("Call {id} cannot be marked: it is not a booked call.", id=slot_id))
+        return
 
     events.record(ctx.session, "callback.reached" if outcome == "reached"
                   else "callback.no_answer", ctx.now)

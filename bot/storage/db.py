@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -89,7 +92,22 @@ def _sqlite_events(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        # A connection marked READ_ONLY (``read_only`` below) reads a WAL snapshot without
+        # taking the write lock; every other transaction is a writer.
+        read = conn.get_execution_options().get(READ_ONLY)
+        conn.exec_driver_sql("BEGIN DEFERRED" if read else "BEGIN IMMEDIATE")
+
+
+READ_ONLY = "relais_read_only"
+
+
+@asynccontextmanager
+async def read_only(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """A connection for reads only: on SQLite its transactions never take the write lock
+    (``BEGIN DEFERRED`` on a WAL snapshot), so a slow reader never holds writers back."""
+    async with engine.connect() as conn:
+        await conn.execution_options(**{READ_ONLY: True})
+        yield conn
 
 
 def is_sqlite(engine: AsyncEngine) -> bool:
@@ -102,7 +120,7 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 async def ping(engine: AsyncEngine) -> bool:
     try:
-        async with engine.connect() as conn:
+        async with read_only(engine) as conn:  # health checks never take the write lock
             await conn.execute(text("SELECT 1"))
         return True
     except Exception:  # any failure means "not answering" for health checks

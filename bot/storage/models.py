@@ -18,6 +18,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     String,
     Text,
@@ -346,6 +347,58 @@ class Staff(Base):
     created_at: Mapped[datetime]
 
 
+class StaffAddress(Base):
+    """An exact address a staff member's powers come from (``relais staff add``).
+
+    ``sms:+33…`` is not ``whatsapp:+33…``: a person's phone number on both channels is one
+    citizen, but staff powers belong only to the addresses registered here."""
+
+    __tablename__ = "staff_addresses"
+    __table_args__ = (UniqueConstraint("channel", "external_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"),
+                                          index=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime]
+
+    @property
+    def address(self) -> str:
+        return f"{self.channel}:{self.external_id}"
+
+
+class StaffSmsSession(Base):
+    """The working session of a staff address on SMS (``RELAIS_STAFF_SMS=challenge``).
+
+    A one-time code is sent back by SMS to the number; only its keyed hash is kept. Once the
+    code comes back, staff powers by SMS last until ``confirmed_until``. ``pending_message_id``
+    is the staff message that asked for the code: it is run once the code is confirmed."""
+
+    __tablename__ = "staff_sms_sessions"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    staff_address_id: Mapped[int] = mapped_column(
+        ForeignKey("staff_addresses.id", ondelete="CASCADE"), unique=True
+    )
+    code_hash: Mapped[str | None] = mapped_column(String(64))
+    code_expires_at: Mapped[datetime | None]
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    pending_message_id: Mapped[int | None] = mapped_column(
+        ForeignKey("messages.id", ondelete="SET NULL")
+    )
+    confirmed_until: Mapped[datetime | None]
+    updated_at: Mapped[datetime]
+
+
+class SeenSignature(Base):
+    """A webhook signature already accepted (its SHA-256, never the signature itself), kept
+    48 hours so that every process refuses a replay of a captured request."""
+
+    __tablename__ = "seen_signatures"
+    digest: Mapped[str] = mapped_column(String(64), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(16))
+    seen_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class Ticket(Base):
     """An escalation to a human. One open ticket per person (state open or taken)."""
 
@@ -381,7 +434,11 @@ class TicketNote(Base):
 
 
 class MediaItem(Base):
-    """A citizen's photo or voice note: a provider reference, fetched on demand for staff."""
+    """A citizen's photo, voice note or file: the provider's reference, and the bytes Relais
+    fetched when it arrived (``bot.media_store``; chunks in ``media_chunks``).
+
+    state: pending (not fetched yet), stored, too_large (over ``RELAIS_MEDIA_MAX_MB``, not
+    kept), unavailable (the provider no longer gives it)."""
 
     __tablename__ = "media"
     __table_args__ = (Index("ix_media_contact", "contact_id"),)
@@ -394,6 +451,25 @@ class MediaItem(Base):
     content_type: Mapped[str] = mapped_column(String(100))
     ref: Mapped[str] = mapped_column(String(1000))
     created_at: Mapped[datetime]
+    state: Mapped[str] = mapped_column(String(16), default="pending",
+                                       server_default="pending")
+    size: Mapped[int | None] = mapped_column(BigInteger)  # bytes, once fetched
+    chunks: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stored_at: Mapped[datetime | None]
+    provider_deleted_at: Mapped[datetime | None]  # deleted at the provider (Twilio)
+
+
+class MediaChunk(Base):
+    """One piece of a stored media file (at most ``bot.media_store.CHUNK`` bytes), so that
+    ``/media`` streams a file without ever holding it whole. Erased with its media row
+    (foreign key cascade, and ``bot.rights`` deletes media rows with the person)."""
+
+    __tablename__ = "media_chunks"
+    media_id: Mapped[int] = mapped_column(
+        ForeignKey("media.id", ondelete="CASCADE"), primary_key=True
+    )
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Event(Base):
@@ -528,6 +604,7 @@ PERSONAL_DATA: tuple[tuple[type[Base], str], ...] = (
 #   person      a row of the person's own (PERSONAL_DATA gives the column); exported, erased
 #   about       a row about a person written elsewhere (staff-side copies, jobs); erased
 #   ticket      belongs to a person's ticket (notes); erased with the ticket
+#   media       the bytes of a person's media row; erased and purged with that row
 #   staff       staff members' own data (a broadcast's --test address)
 #   anonymous   counts, no person id, no text: survive erasure (suppressions: salted hashes)
 #   catalogue   help resources and places, no personal data
@@ -546,6 +623,10 @@ DATA_CLASSES: dict[str, str] = {
     "places": "catalogue",
     "kv": "internal",
     "rate_limits": "internal",
+    "staff_addresses": "staff",  # erased with the staff row (cascade)
+    "staff_sms_sessions": "staff",
+    "seen_signatures": "internal",  # digests only, purged after 48 hours
+    "media_chunks": "media",  # a person's stored file: erased and purged with its media row
 }
 
 

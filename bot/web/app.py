@@ -5,26 +5,91 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from bot.channels.base import BadInput
 from bot.clock import Clock
 from bot.config import Settings
 from bot.outbox import depth
 from bot.services import Services, open_services
-from bot.storage.db import ping
+from bot.storage.db import READ_ONLY, ping
+from bot.web.access_log import SafeAccessLogger
 
 log = logging.getLogger("relais.web")
 
 SERVICES = web.AppKey("services", Services)
 MAX_BODY = 1024 * 1024  # webhooks larger than 1 MiB get 413
+# Slow clients: a connection that has not sent a whole request head within HEADER_TIMEOUT
+# seconds (or stays idle that long between requests) is closed; a request body must arrive
+# within BODY_TIMEOUT seconds (408). Long-lived streams (server-sent events) are GETs
+# without a body and are not bounded here.
+HEADER_TIMEOUT = 15.0
+BODY_TIMEOUT = 30.0
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+# Errors that can only come from what the client sent, whatever the handler: 400.
+BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
+    UnicodeDecodeError, json.JSONDecodeError, RecursionError,
+)
 
 # Channel adapters register a function that adds their routes (and gets the services).
 RouteInstaller = Callable[[web.Application], None]
 ROUTE_INSTALLERS: list[RouteInstaller] = []
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def bad_input(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bounded body reads, and known bad-input errors as 400 (a genuine bug stays a 500)."""
+    # multipart bodies are read as a stream by ``request.post()``: not read ahead here
+    if request.method in BODY_METHODS and request.can_read_body \
+            and request.content_type != "multipart/form-data":
+        try:
+            await asyncio.wait_for(request.read(), BODY_TIMEOUT)  # cached for the handler
+        except TimeoutError:
+            log.info("%s %s refused (408): body not received in %gs", request.method,
+                     request.path, BODY_TIMEOUT)
+            raise web.HTTPRequestTimeout(text="request body too slow") from None
+    try:
+        return await handler(request)
+    except BadInput as exc:
+        log.info("%s %s refused (400): %s", request.method, request.path, exc)
+        raise web.HTTPBadRequest(text=str(exc) or "bad request") from None
+    except BAD_INPUT_ERRORS as exc:
+        log.info("%s %s refused (400): %s", request.method, request.path,
+                 type(exc).__name__)
+        raise web.HTTPBadRequest(text="malformed request") from None
+
+
+class _ServerLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp's server log, where a request it could not even parse (bad bytes in the
+    request line or headers: the client's fault, answered 400) is one INFO line, not an
+    ERROR with a traceback; every other error stays an ERROR."""
+
+    def exception(self, msg: object, *args: object, exc_info: Any = True,
+                  **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError) and (exc_info.code or 400) < 500:
+            self.info("%s: %s (%s)", msg % args if args else msg, type(exc_info).__name__,
+                      exc_info.code)
+            return
+        self.error(msg, *args, exc_info=exc_info, **kwargs)
+
+
+def make_runner(app: web.Application, *, header_timeout: float = HEADER_TIMEOUT,
+                **kwargs: Any) -> web.AppRunner:
+    """The runner ``relais serve`` listens with: a connection that has not sent a whole
+    request head within ``header_timeout`` seconds is closed (slow clients)."""
+    kwargs.setdefault("logger", _ServerLog(logging.getLogger("aiohttp.server"), {}))
+    kwargs.setdefault("access_log_class", SafeAccessLogger)  # no query values in the log
+    return web.AppRunner(app, keepalive_timeout=header_timeout, **kwargs)
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -38,6 +103,7 @@ async def metrics(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     try:
         async with services.sessions() as session:
+            await session.connection(execution_options={READ_ONLY: True})  # no write lock
             counts = await depth(session)
         for status in ("queued", "sending", "in_doubt"):
             services.metrics.outbox_depth.labels(status).set(counts.get(status, 0))
@@ -55,7 +121,7 @@ def create_app(
     services: Services | None = None,
 ) -> web.Application:
     """Build the application; resources open in ``cleanup_ctx`` (closed iff opened)."""
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[bad_input])
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
         own = services is None
@@ -64,6 +130,12 @@ def create_app(
         from bot.channels.setup import configure_channels
 
         await configure_channels(svc)
+        from bot.web.media import ensure_signing_key
+
+        try:  # so that /media itself never writes (it still can, once, if this fails)
+            await ensure_signing_key(svc.sessions)
+        except Exception:  # the server starts anyway; /healthz tells the database is down
+            log.warning("media link key not checked: the database does not answer")
         tasks: list[asyncio.Task[None]] = []
         stoppers = []
         if workers:

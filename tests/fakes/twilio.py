@@ -13,6 +13,7 @@ Routes (``{A}`` = ``/2010-04-01/Accounts/{AccountSid}``), all with HTTP Basic au
 - ``GET {A}/Messages/{MessageSid}/Media/{MediaSid}`` ("media.fetch"): the bytes added
   with ``add_media``; with ``redirect_media=True`` a 307 to ``/media-cdn/{MediaSid}``
   (unauthenticated), like Twilio's redirect to its CDN. ``…/{MediaSid}.json``: metadata.
+  ``DELETE …/Media/{MediaSid}.json`` ("media.delete"): 204, the file is gone.
 
 Failure kinds for ``fail_next``: "unsubscribed" (21610), "invalid_to" (21211), "landline"
 (21614), "window" (63016), "429" (HTTP 429, 20429), "500" (20500), "auth" (401, 20003),
@@ -161,6 +162,11 @@ class FakeTwilio(FakeServer):
             name="messages.fetch",
         )
         app.router.add_get("/media-cdn/{media_sid}", self._media_cdn, name="media.cdn")
+        app.router.add_delete(
+            ACCOUNT_PATH + "/Messages/{message_sid}/Media/{media_sid}",
+            self._delete_media,
+            name="media.delete",
+        )
 
     # ------------------------------------------------------------------ helpers for tests
 
@@ -395,6 +401,20 @@ class FakeTwilio(FakeServer):
             if self.redirect_media:
                 raise web.HTTPTemporaryRedirect(f"{self.url}/media-cdn/{media_sid}")
             return web.Response(body=content, content_type=content_type)
+
+        return await self.respond(request, to=None, succeed=succeed)
+
+    async def _delete_media(self, request: web.Request) -> web.StreamResponse:
+        """``DELETE …/Media/{MediaSid}.json``: 204, the file is gone (404 when unknown)."""
+        if not self._authorized(request):
+            return self._auth_error()
+        media_sid = request.match_info["media_sid"].removesuffix(".json")
+        if request.match_info["account_sid"] != self.account_sid or media_sid not in self.media:
+            return self._not_found(request, unexpected=False)
+
+        def succeed(_: Failure | None) -> web.StreamResponse:
+            self.media.pop(media_sid, None)
+            return web.Response(status=204)
 
         return await self.respond(request, to=None, succeed=succeed)
 
