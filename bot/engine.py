@@ -40,6 +40,7 @@ from bot.types import Inbound, safe_text
 log = logging.getLogger("relais.engine")
 
 MAX_TEXT = 10_000  # characters kept of one inbound text
+FORGET_FLOW = "forget"  # its question is answered even after STOP (``bot.flows.forget``)
 STEP_RETRY_ATTEMPTS = 5
 
 
@@ -301,15 +302,15 @@ class Engine:
         keyword = keywords.match(text) if text and not inbound.choice_id else None
         if keyword is not None:
             if ctx.contact.opted_out_at is not None and keyword not in (
-                keywords.START, keywords.STOP
+                keywords.START, keywords.STOP, keywords.FORGET  # erasure: a right after STOP too
             ):
                 return
             conversation.misunderstood = 0
             ctx.event("keyword", keyword=keyword)
             await self.goto(ctx, await ACTIONS[keyword](ctx))
             return
-        if ctx.contact.opted_out_at is not None:
-            return  # stored, never answered until START
+        if ctx.contact.opted_out_at is not None and conversation.flow != FORGET_FLOW:
+            return  # stored, never answered until START (except the OUBLIER question)
         if ctx.is_new:
             await self.goto(ctx, "onboarding.welcome")
             return

@@ -82,6 +82,9 @@ def _is_pg(session: AsyncSession) -> bool:
 
 
 OPTOUT_KIND = "optout"  # the STOP confirmation: the one message a stopped person gets
+# ... and the OUBLIER question and answers, which a stopped person asked for themselves
+# (erasure is a right after STOP too).
+STOPPED_MAY_GET = (OPTOUT_KIND, "forget")
 
 
 def _blocked_address() -> Any:
@@ -98,7 +101,7 @@ async def cancel_unreachable(session: AsyncSession, now: datetime) -> int:
     result = await session.execute(
         update(Outbox)
         .where(Outbox.status.in_(("queued", "in_doubt")),
-               _blocked_address() | (_stopped_person() & (Outbox.kind != OPTOUT_KIND)))
+               _blocked_address() | (_stopped_person() & Outbox.kind.not_in(STOPPED_MAY_GET)))
         .values(status="cancelled", updated_at=now,
                 error_reason="the person said STOP or the address is blocked")
         .returning(Outbox.id)
@@ -291,7 +294,7 @@ async def claim_channel(
         ~blocked_earlier,
         ~paused_person,
         ~_blocked_address(),
-        ~_stopped_person() | (Outbox.kind == OPTOUT_KIND),
+        ~_stopped_person() | Outbox.kind.in_(STOPPED_MAY_GET),
     ]
     if only_to is not None:
         due.append(Outbox.to == only_to)

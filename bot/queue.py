@@ -490,8 +490,9 @@ async def take(session: AsyncSession, settings: Settings, now: datetime, ticket_
         raise QueueError("taken", ticket_id, by=holder)
     await _count_first_take(session, settings, now, ticket)
     add_note(session, ticket, staff, SYSTEM + "taken", now)
-    record_event(session, "ticket.taken", now, ticket,
-           waited_minutes=int((now - ticket.created_at).total_seconds() // 60))
+    # No exact wait in the event: with its hour it could date the ticket to the minute
+    # (durations are counted in ``counters``, by bucket and day).
+    record_event(session, "ticket.taken", now, ticket)
     done = Done(ticket, delivered=reachable(ctx))
     to_citizen(ctx, ticket, intro(ctx, staff), KIND_INTRO, done.sent)
     enter(ctx, "ticket.waiting")
@@ -631,8 +632,7 @@ async def close(session: AsyncSession, settings: Settings, now: datetime, ticket
     if ticket.mediator_id is None:
         ticket.mediator_id = staff.id
     add_note(session, ticket, staff, f"{SYSTEM}closed:{code}", now)
-    record_event(session, "ticket.closed", now, ticket,
-           minutes=int((now - ticket.created_at).total_seconds() // 60))
+    record_event(session, "ticket.closed", now, ticket)
     counters.count(session, settings.timezone, now, counters.CLOSED, code)
     if first_taken is not None:
         counters.duration(session, settings.timezone, now, counters.HANDLING,

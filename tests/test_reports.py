@@ -597,3 +597,26 @@ async def test_figures_survive_three_erasures_and_quote_no_one(services: Service
     assert MARKER not in text
     for typed in ("dossier envoy", "numero allocataire", "dossier fait", "Bonjour"):
         assert typed not in text
+
+
+async def test_ticket_events_date_nobody_to_the_minute(services: Services) -> None:
+    """Events keep the hour only and no exact wait or handling time: joined with the hour,
+    minutes would date a person's ticket (durations are counted by bucket and day)."""
+    from tests.test_staff_commands import Room, add
+
+    with time_machine.travel(MONDAY_10 + timedelta(minutes=7), tick=False) as clock:
+        room = Room(services)
+        await add(services, "terminal:alice", "Alice")
+        await room.send("marie", "AIDE")
+        clock.shift(timedelta(minutes=13))
+        await room.send("alice", "/prendre 1")
+        clock.shift(timedelta(minutes=29))
+        await room.send("alice", "/fermer 1 1")
+    async with services.sessions() as session:
+        rows = (await session.execute(
+            select(Event.kind, Event.at, Event.value).where(Event.kind.like("ticket.%"))
+        )).all()
+    assert {kind for kind, _at, _value in rows} >= {"ticket.taken", "ticket.closed"}
+    for kind, at, value in rows:
+        assert (at.minute, at.second) == (0, 0), kind
+        assert not [k for k in (value or {}) if "minute" in k or "second" in k], (kind, value)

@@ -437,3 +437,28 @@ def test_the_next_retention_pass_is_at_4_in_the_organisations_time_zone() -> Non
     assert at == datetime(2026, 1, 11, 0, 0, tzinfo=UTC)
     at = rights.next_retention_at(datetime(2026, 1, 10, 2, 0, tzinfo=UTC), "Europe/Paris")
     assert at == datetime(2026, 1, 10, 3, 0, tzinfo=UTC)
+
+
+async def test_oublier_after_stop_still_erases_and_keeps_the_address_suppressed(
+    services: Services,
+):
+    """Erasure is a right: a person who said STOP can still send OUBLIER, get its question
+    and have their data erased; they stay unreachable afterwards."""
+    with time_machine.travel(T0, tick=False) as traveller:
+        dialog = Dialog(services, who="bea")
+        await onboard(dialog, "bonjour", "fr")
+        await dialog.send("mon adresse est 12 rue des Lilas")
+        assert Dialog.texts(await dialog.send("STOP"))  # the STOP confirmation
+        assert await dialog.send("Bonjour ?") == []  # after STOP, nothing is answered
+        asked = await dialog.send("OUBLIER")
+        assert Dialog.texts(asked)[0].startswith("Voulez-vous que nous effacions")
+        done = await choose(dialog, asked, "yes")
+        assert Dialog.texts(done)[0].startswith("C'est fait : vos données sont effacées.")
+        traveller.shift(timedelta(minutes=3))
+        while await services.scheduler().run_due():
+            pass
+    async with services.sessions() as session:
+        assert await find_contact(session, "terminal:bea") is None
+        bodies = list(await session.scalars(select(Message.body)))
+        assert not [b for b in bodies if b and "Lilas" in b]
+        assert await session.scalar(select(func.count()).select_from(Suppression)) == 1

@@ -119,9 +119,10 @@ class Context:
             )
         self.pending.clear()
 
-    def ask(self, reply: Reply) -> None:
-        """Say a question and remember its choices, so "2" or "deux" can be resolved."""
-        self.say(reply)
+    def ask(self, reply: Reply, *, kind: str = "reply", force: bool = False) -> None:
+        """Say a question and remember its choices, so "2" or "deux" can be resolved
+        (``kind`` and ``force`` as for ``say``)."""
+        self.say(reply, kind=kind, force=force)
         data = dict(self.conversation.data or {})
         data["choices"] = choices_to_json(reply.choices)
         self.conversation.data = data

@@ -20,6 +20,7 @@ from bot.types import Reply
 YES = "yes"
 NO = "no"
 CODE_KEY = "forget_code"
+KIND = "forget"  # outbox kind: sent even after STOP (``bot.outbox.STOPPED_MAY_GET``)
 CODE_CHANNELS = ("sms",)  # the channels whose sender id can be forged
 KEEP_WORDS = frozenset({"non", "no", "n"})
 
@@ -43,7 +44,8 @@ async def ask(ctx: Context) -> Next:
         code = f"{secrets.randbelow(9000) + 1000}"
         ctx.remember(**{CODE_KEY: code})
         ctx.ask(Reply("\n".join([question, _("To erase everything, reply {code}.", code=code),
-                                 _("To keep your data, reply NO.")])))
+                                 _("To keep your data, reply NO.")])),
+                kind=KIND, force=True)
         return None
     ctx.ask(
         Reply(
@@ -52,7 +54,8 @@ async def ask(ctx: Context) -> Next:
                 choice(YES, _("Yes, erase everything"), "oui", "yes", "effacer", "erase"),
                 choice(NO, _("No"), "non", "no"),
             ),
-        )
+        ),
+        kind=KIND, force=True,  # they asked, even after STOP: erasure is a right
     )
     return None
 
@@ -73,12 +76,15 @@ async def answered(ctx: Context, choice_id: str) -> Next:
     ctx.remember(**{CODE_KEY: None})
     if choice_id != YES:
         ctx.event("forget.cancelled")
-        ctx.say(_("All right, we keep your data."))
+        stopped = ctx.contact.opted_out_at is not None  # else joined with the menu
+        ctx.say(_("All right, we keep your data."), kind=KIND if stopped else "reply",
+                force=True)
         return "menu.main"
     # The last message first: its outbox row is kept by the erasure and sent afterwards.
     ctx.say(_("It is done: your data is erased. We cannot erase the copies kept by your "
-              "phone company, your messaging app or on our team's phones."), kind="forget")
-    ctx.say(_("You can write to us again at any time."), kind="forget")
+              "phone company, your messaging app or on our team's phones."), kind=KIND,
+            force=True)
+    ctx.say(_("You can write to us again at any time."), kind=KIND, force=True)
     ctx.flush()
     await ctx.session.flush()
     keep = rights.Keep(
