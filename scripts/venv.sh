@@ -73,7 +73,8 @@ fi
 
 # Reinstall when pyproject.toml or the lock file is newer than the stamp.
 if [ -f "$STAMP" ] && [ "$STAMP" -nt "$ROOT/pyproject.toml" ] && [ "$STAMP" -nt "$LOCK_FILE" ]; then
-    log "dependencies up to date (rm $STAMP to force a reinstall)"
+    # Nothing on stderr when nothing went wrong for ./relais (QUIET_WHEN_CURRENT=1).
+    [ "${QUIET_WHEN_CURRENT:-0}" = 1 ] || log "dependencies up to date (rm $STAMP to force a reinstall)"
 else
     log "pip install --require-hashes -r ${LOCK_FILE#"$ROOT/"} (quiet, first run only)"
     "$PY" -m pip install -q --require-hashes -r "$LOCK_FILE" \

@@ -128,3 +128,4 @@ def test_serve_answers_healthz_and_stops_on_sigterm(tmp_path):
     assert process.returncode == 0, err
     assert "database: sqlite " + str(tmp_path / "serve.db") in err
     assert "Traceback" not in err
+    assert err.rstrip().endswith("stopped")  # its stop is logged, last

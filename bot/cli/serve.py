@@ -59,7 +59,9 @@ def serve(
         print(f"relais serving on http://{config.host}:{config.port} "
               f"(public URL {config.base_url})", flush=True)
         await _wait_for_signal()
+        log.info("stopping: finishing in-flight requests and sends")
         await runner.cleanup()  # finishes in-flight sends, releases leases
+        log.info("stopped")
 
     run(_go)
 
@@ -83,11 +85,13 @@ def worker(log_level: str = typer.Option("INFO", "--log-level")) -> None:
         tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(scheduler.run())]
         print("relais worker running", flush=True)
         await _wait_for_signal()
+        log.info("stopping: finishing in-flight sends and jobs")
         outbox.stop()
         scheduler.stop()
         await asyncio.gather(*tasks, return_exceptions=True)
         await close_channels(services)
         await services.close()
+        log.info("stopped")
 
     run(_go)
 
