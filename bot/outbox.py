@@ -102,7 +102,7 @@ async def cancel_unreachable(session: AsyncSession, now: datetime) -> int:
         update(Outbox)
         .where(Outbox.status.in_(("queued", "in_doubt")),
                _blocked_address() | (_stopped_person() & Outbox.kind.not_in(STOPPED_MAY_GET)))
-        .values(status="cancelled", updated_at=now,
+        .values(status="cancelled", updated_at=now, body=_scrubbed_body(),
                 error_reason="the person said STOP or the address is blocked")
         .returning(Outbox.id)
         .execution_options(synchronize_session=False)
@@ -219,7 +219,7 @@ async def reclaim_expired(session: AsyncSession, now: datetime) -> tuple[int, in
         .where(Outbox.status == "sending", Outbox.lease_until < now,
                Outbox.call_started_at.is_not(None), Outbox.was_in_doubt.is_(True))
         .values(status="failed", lease_owner=None, lease_until=None, updated_at=now,
-                error_reason="in doubt twice: not sent again")
+                body=_scrubbed_body(), error_reason="in doubt twice: not sent again")
         .returning(Outbox.id)
         .execution_options(synchronize_session=False)
     )
@@ -685,11 +685,12 @@ class OutboxWorker:
                 update(Outbox)
                 .where(Outbox.address_id == row.address_id,
                        Outbox.status.in_(("queued", "in_doubt")), Outbox.id != row.id)
-                .values(status="cancelled", updated_at=now,
+                .values(status="cancelled", updated_at=now, body=_scrubbed_body(),
                         error_reason="address blocked by the provider")
                 .execution_options(synchronize_session=False)
             )
-        await session.execute(base.values(status="failed", failure=failure.value, **release))
+        await session.execute(base.values(status="failed", failure=failure.value,
+                                          body=_scrubbed_body(), **release))
         self._count(row.channel, "failed")
         if self.settings is not None and failure in (Failure.WINDOW_CLOSED,
                                                      Failure.UNDELIVERABLE):
@@ -733,8 +734,8 @@ async def depth(session: AsyncSession) -> dict[str, int]:
     return {status: count for status, count in rows.all()}
 
 
-# Kinds whose text is a secret for the person only (a staff one-time code): once the
-# provider has it, the row keeps a placeholder.
+# Kinds whose text is a secret for the person only (a staff one-time code): once the row
+# is sent, failed or cancelled, it keeps a placeholder.
 SECRET_KIND = "staff.code"
 SECRET_PLACEHOLDER = "[code]"
 

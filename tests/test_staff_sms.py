@@ -295,3 +295,13 @@ async def test_the_migration_gives_each_staff_phone_its_two_addresses(
         await engine.dispose()
         if backend == "postgres":
             await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_a_code_that_could_not_be_sent_is_not_kept_either(db_url: str) -> None:
+    async with FakeTwilio() as fake, twilio_app(db_url, fake) as running:
+        await add(running.services, f"sms:{LEA}", "Léa Martin")
+        fake.fail_next("unsubscribed", to=LEA)  # 21610: refused for good
+        assert (await post(running, inbound_params(LEA, "/file")))[0] == 200
+        [row] = await eventually(lambda: query(running, select(Outbox).where(
+            Outbox.to == LEA, Outbox.kind == "staff.code", Outbox.status == "failed")))
+        assert row.body == "[code]"
