@@ -10,7 +10,8 @@
 #      than pyproject.toml and the lock)
 #   3. makes sure PostgreSQL answers on $TEST_POSTGRES_URL (starts / installs a local
 #      Debian cluster when possible), otherwise fails: PostgreSQL tests must not be skipped
-#   4. ruff check .  then  python -m pytest "$@"
+#   4. ruff check .  then  lint-imports (the layers of bot/, pyproject.toml)  then
+#      python -m pytest "$@"
 #   5. pip-audit of the lock: reports known vulnerabilities, never changes the exit code
 #      (RELAIS_PIP_AUDIT=0 skips it; at most ~60 s per vulnerability service)
 # It never reads or sources a .env file.
@@ -168,6 +169,12 @@ log "PostgreSQL answers at $TEST_POSTGRES_URL"
 # --------------------------------------------------------------------------- 3. lint + tests
 log "ruff check ."
 "$PY" -m ruff check . || die "ruff check failed (fix the lint errors above)"
+log "lint-imports (the layers of bot/)"
+"$VENV/bin/lint-imports" --no-cache >/tmp/relais-lint-imports.$$ 2>&1 || {
+    cat /tmp/relais-lint-imports.$$ >&2; rm -f /tmp/relais-lint-imports.$$
+    die "lint-imports failed: an import points up a layer (see ARCHITECTURE.md, README \"How it is built\")"
+}
+sed -n '/^Contracts:/p' /tmp/relais-lint-imports.$$ >&2; rm -f /tmp/relais-lint-imports.$$
 
 log "python -m pytest $*"
 set +e

@@ -4,7 +4,7 @@
                                         [--workers 1] [--db sqlite|postgres|both]
 
 1. A contacts CSV (a spreadsheet export: French headers, semicolons; 70 % SMS numbers,
-   30 % Telegram ids; 95 % with the news consent) is imported with ``bot.contacts`` in a
+   30 % Telegram ids; 95 % with the news consent) is imported with ``bot.domain.contacts`` in a
    child process (its own peak memory is reported apart), then 1 % of people say STOP.
 2. ``broadcast preview`` and ``broadcast send`` (create + every batch written to the outbox)
    are timed in this process; its peak RSS (``resource.getrusage``) after the enqueue is the
@@ -52,7 +52,7 @@ from bench.common import (
     temp_database,
     vacuum_analyze,
 )
-from bot.config import load_settings
+from bot.core.config import load_settings
 from bot.storage.models import Contact, Outbox
 
 ENQUEUE_GOAL_S = 10.0
@@ -92,7 +92,7 @@ def contacts_csv(count: int, seed: int = 7) -> bytes:
 
 def import_child(url: str, count: int, out: Any) -> None:
     """Import the file in a child process: (seconds, summary, peak RSS MB) on ``out``."""
-    from bot import contacts
+    from bot.domain import contacts
     from bot.storage.db import make_engine, sessionmaker
 
     async def go() -> tuple[float, str]:
@@ -170,9 +170,8 @@ class SendResult:
 
 async def send_to_fakes(db: BenchDB, broadcast_id: int, rate: float, workers: int,
                         limit: int | None) -> SendResult:
-    from bot import broadcasts as bc
-    from bot.channels.setup import close_channels, configure_channels
-    from bot.services import open_services
+    from bot.app import close_channels, open_channels, open_services
+    from bot.domain import broadcasts as bc
     from tests.fakes.telegram import TEST_TOKEN
     from tests.fakes.twilio import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
@@ -192,7 +191,7 @@ async def send_to_fakes(db: BenchDB, broadcast_id: int, rate: float, workers: in
     services = await open_services(settings, migrate=False)
     cancelled = 0
     try:
-        await configure_channels(services)
+        await open_channels(services)
         pool = [services.outbox_worker(batch_size=200) for _ in range(workers)]
         done = asyncio.Event()
 
@@ -257,8 +256,8 @@ class Figures:
 
 
 async def bench_backend(db: BenchDB, args: argparse.Namespace) -> Figures:
-    from bot import broadcasts as bc
-    from bot.clock import Clock
+    from bot.core.clock import Clock
+    from bot.domain import broadcasts as bc
 
     print(f"{db.backend}: {db.where} ({db.backend} {db.server_version})", flush=True)
     import_s, summary, import_rss = await import_contacts(db, args.contacts)

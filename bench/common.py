@@ -30,7 +30,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.config import Settings, load_settings
+from bot.core.config import Settings, load_settings
 from bot.storage.db import make_engine, sessionmaker
 from bot.storage.migrate import upgrade
 

@@ -26,7 +26,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: import bench.* and bot.* from the repository
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bot import danger
+from bot.domain import danger
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "danger"
 TRAIN, HELDOUT = "train", "heldout"

@@ -58,9 +58,9 @@ from bench.common import (
     run,
     temp_database,
 )
+from bot.core.types import Inbound
 from bot.engine import Engine, Outcome
 from bot.storage.models import Message, Outbox, Ticket
-from bot.types import Inbound
 
 GOALS = {"sqlite": 320.0, "postgres": 600.0}  # events/s
 CONCURRENCY = 8

@@ -290,7 +290,7 @@ async def main() -> int:
         parser.error("--senders in [1, 1000], --every > 0, --seconds in (0, 600]")
     if args.flood < 1:
         parser.error("--flood must be at least 1")
-    from bot.config import parse_rate
+    from bot.core.config import parse_rate
 
     try:
         parse_rate(args.limit)

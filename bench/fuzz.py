@@ -1,5 +1,5 @@
 """Fuzz every endpoint of the real ``relais serve`` app much longer than the test suite does:
-the same Hypothesis strategies as ``tests/test_fuzz.py`` (random forms, JSON, headers and
+the same Hypothesis strategies as ``tests/e2e/test_fuzz.py`` (random forms, JSON, headers and
 sizes, valid Twilio / Meta signatures and the Telegram secret over random bodies, random
 query strings on ``/media`` and the subscription check), then the fixed list of known
 poison inputs, on a fresh SQLite file and/or a fresh PostgreSQL database.
@@ -37,7 +37,7 @@ from bench.common import (  # noqa: E402
     print_table,
     temp_database,
 )
-from tests import test_fuzz as fz  # noqa: E402
+from tests.e2e import test_fuzz as fz  # noqa: E402
 
 
 class _Errors(logging.Handler):

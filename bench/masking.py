@@ -7,7 +7,7 @@ generated here (phone numbers in every French form, SIRET, tax numbers, postcode
     .venv/bin/python bench/masking.py [--n 50] [--seed 1] [--failures 20]
 
 Pure logic: no database. Values are drawn from a seeded ``random.Random`` (the same figures on
-every run); ``tests/test_masking_corpus.py`` draws them through Hypothesis with the same
+every run); ``tests/unit/test_masking_corpus.py`` draws them through Hypothesis with the same
 generators. Only failures of the *train* part are printed (``--failures``): the held-out part
 is never used to tune the detectors, only to report them.
 
@@ -36,7 +36,7 @@ from stdnum import luhn
 from stdnum.fr import nif as stdnum_nif
 from stdnum.fr import nir as stdnum_nir
 
-from bot.masking import mask
+from bot.core.masking import mask
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "masking"
 KINDS = ("nir", "iban", "card", "password", "code")
@@ -234,7 +234,7 @@ def password_value(rng: random.Random) -> str:
 def code_value(rng: random.Random) -> str:
     """A one-time code, a PIN or a card security code: 3, 4, 6 or 8 digits (a 6-digit code is
     sometimes written 3 + 3). Five digits are left out: after the bare word "code" they are a
-    postcode (see ``bot.pii``)."""
+    postcode (see ``bot.core.pii``)."""
     size = rng.choices((3, 4, 6, 8), (1, 4, 6, 1))[0]
     code = "".join(rng.choice("0123456789") for _ in range(size))
     if size == 6 and rng.random() < 0.15:

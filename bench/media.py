@@ -1,7 +1,7 @@
 """Memory of ``relais serve`` while staff download a big file through ``/media``.
 
 A file of ``--mb`` megabytes is stored as Relais stores a citizen's file (``media_chunks``
-rows, ``bot.media_store``), a real ``relais serve --no-workers`` process is started on the
+rows, ``bot.domain.media_store``), a real ``relais serve --no-workers`` process is started on the
 database, and ``--clients`` clients download it at the same time through a signed link.
 The server's resident memory (``VmRSS`` from ``/proc``, sampled every 10 ms) is printed
 before and at its peak: streaming holds about one chunk per request, so the peak should not
@@ -37,9 +37,9 @@ from bench.common import (
     run,
     temp_database,
 )
-from bot.media_store import CHUNK, _write_chunks
+from bot.domain.media_links import media_link
+from bot.domain.media_store import CHUNK, _write_chunks
 from bot.storage.models import Contact, MediaItem, Message
-from bot.web.media import media_link
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,7 +59,7 @@ def free_port() -> int:
 
 async def store_file(db: BenchDB, size: int) -> int:
     """A citizen's message with one stored file of ``size`` bytes; returns the media id."""
-    from bot.clock import Clock
+    from bot.core.clock import Clock
 
     now = Clock().now()
     pattern = os.urandom(CHUNK)
@@ -111,7 +111,7 @@ async def measure(db: BenchDB, megabytes: float, clients: int) -> list[str]:
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     async with db.sessions() as session, session.begin():
-        from bot.clock import Clock
+        from bot.core.clock import Clock
 
         link = await media_link(session, base, media_id, Clock().now())
     env = {k: v for k, v in os.environ.items() if not k.startswith("RELAIS_")}

@@ -46,10 +46,10 @@ from bench.common import (
     temp_database,
     vacuum_analyze,
 )
-from bot.channels.base import Registry, SendResult
-from bot.outbox import OutboxWorker
+from bot.core.channel import Registry, SendResult
+from bot.core.types import PRIORITY_BULK, Outbound
+from bot.delivery.outbox import OutboxWorker
 from bot.storage.models import Address, Contact, Outbox
-from bot.types import PRIORITY_BULK, Outbound
 
 GOALS = {"sqlite": 1000.0, "postgres": 2000.0}  # rows/s
 CHANNEL = "sms"
@@ -149,7 +149,7 @@ async def empty_tables(db: BenchDB) -> None:
     20,000 rows). PostgreSQL: ``TRUNCATE``; SQLite: ``DELETE`` with foreign keys off on that
     one connection (SQLite then empties the table at once).
     """
-    tables = ("outbox", "events", "rate_limits")
+    tables = ("outbox_about", "outbox", "events", "rate_limits")  # outbox_about: migration 0004
     if db.backend == "postgres":
         async with db.engine.begin() as conn:
             await conn.execute(text(f"TRUNCATE {', '.join(tables)}"))
@@ -218,7 +218,7 @@ async def run_scenario(db: BenchDB, people: list[tuple[int, int, str]], rows: in
     phases = Phases()
     pool = [
         TimedWorker(db.sessions, registry, worker_id=f"bench-{os.getpid()}-{n}",
-                    batch_size=batch, phases=phases)
+                    batch_size=batch, phases=phases, settings=db.settings)
         for n in range(workers)
     ]
     timed_out = False

@@ -5,7 +5,8 @@ Cloud API and Telegram, on a fresh SQLite file and a fresh PostgreSQL database.
                                       [--channels sms,whatsapp,telegram] [--margin 0]
                                       [--batch N] [--db sqlite|postgres|both] [--pg-url URL]
 
-Messages are written straight into the outbox (``bot.flows.base.enqueue``; two per person,
+Messages are written straight into the outbox (``bot.delivery.writer.enqueue``;
+two per person,
 single-segment texts, many people), then one outbox worker (what ``relais serve`` runs, with
 the real channel adapters) sends them to the fake provider of their channel (``tests/fakes``,
 in a helper process on 127.0.0.1). The fake's ``rate_limit`` (a sliding 1 s window) and the
@@ -62,10 +63,10 @@ from bench.common import (
     vacuum_analyze,
 )
 from bench.outbox import empty_tables
-from bot.config import Settings, load_settings
-from bot.outbox import Claimed, OutboxWorker, worker_name
+from bot.core.config import Settings, load_settings
+from bot.core.types import PRIORITY_BULK, Reply
+from bot.delivery.outbox import Claimed, OutboxWorker, worker_name
 from bot.storage.models import Address, Contact, Outbox
-from bot.types import PRIORITY_BULK, Reply
 
 GOAL_SHARE = 0.97
 CHANNELS = ("sms", "whatsapp", "telegram")
@@ -153,7 +154,7 @@ async def make_people(db: BenchDB, channel: str, count: int, first: int) -> list
 async def queue_messages(db: BenchDB, address_ids: list[int], rows: int) -> None:
     """Empty the outbox, then ``enqueue`` ``rows`` messages: everyone's first, then everyone's
     second (a person's rows leave in order, so the claim is never held back by it)."""
-    from bot.flows.base import enqueue
+    from bot.delivery.writer import enqueue
 
     await empty_tables(db)
     now = datetime.now(UTC) - timedelta(seconds=1)
@@ -236,8 +237,7 @@ def channel_settings(db: BenchDB, channel: str, fake_url: str, rate: float) -> S
 
 async def send_run(db: BenchDB, fakes: Child, result: Run, batch: int | None) -> Run:
     """Send the queue with one worker until the fake has it all, or the time cap."""
-    from bot.channels.setup import close_channels, configure_channels
-    from bot.services import open_services
+    from bot.app import close_channels, open_channels, open_services
 
     kind = FAKE_OF[result.channel]
     await fakes.ask(("reset", {kind: result.ceiling}))
@@ -245,7 +245,7 @@ async def send_run(db: BenchDB, fakes: Child, result: Run, batch: int | None) ->
     services = await open_services(settings, migrate=False)
     result.load = (load_average(), None)
     try:
-        await configure_channels(services)
+        await open_channels(services)
         if services.registry.get(result.channel) is None:
             raise RuntimeError(f"channel {result.channel} did not start against the fake")
         options: dict[str, Any] = {} if batch is None else {"batch_size": batch}

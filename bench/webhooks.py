@@ -141,7 +141,7 @@ def app_process(conn: Any, settings: dict[str, Any], log_path: str, log_level: s
 async def _serve_app(conn: Any, values: dict[str, Any]) -> None:
     from aiohttp import web
 
-    from bot.config import load_settings
+    from bot.core.config import load_settings
     from bot.web.app import SERVICES, create_app
 
     settings = load_settings(env_file=None, **values)

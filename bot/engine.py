@@ -8,7 +8,7 @@ is kept even when its step fails; a job retries the step.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -17,31 +17,37 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot import counters, events, masking, pii, staff_sms  # noqa: F401 - pii registers the detectors
-from bot.addresses import PHONE_CHANNELS, parse_address, timezone_for
-from bot.addresses import Address as AddressValue
-from bot.clock import Clock
-from bot.config import Settings
-from bot.flows import (
-    FLOWS_LOADED,  # noqa: F401 - registers every flow
-    keywords,
-)
-from bot.flows.base import STEP_HOOKS, Context, Next, goto, lookup
-from bot.flows.choices import by_id, resolve
+from bot import flows
+from bot.conversation import keywords
+from bot.conversation.choices import by_id, resolve
+from bot.conversation.context import Context, Machine, Next, goto, open_context
+from bot.core import masking
+from bot.core.addresses import PHONE_CHANNELS, parse_address, timezone_for
+from bot.core.addresses import Address as AddressValue
+from bot.core.clock import Clock
+from bot.core.config import Settings
+from bot.core.i18n import normalise_language
+from bot.core.metrics import Metrics
+from bot.core.render import choices_from_json
+from bot.core.retry import backoff
+from bot.core.text import clean_text
+from bot.core.types import Inbound
+from bot.delivery.outbox import release_quiet
+from bot.delivery.scheduler import JobContext, JobKind, schedule
+from bot.domain import sender_limit, staff_sms
+from bot.domain.fallback import release_held
+from bot.domain.media_store import plan_fetch
+from bot.flows import escalation, privacy, staff
+from bot.flows.escalation import request_human
 from bot.flows.global_keywords import ACTIONS
-from bot.i18n import normalise_language
-from bot.media_store import plan_fetch
-from bot.metrics import Metrics
-from bot.render import choices_from_json
-from bot.retry import backoff
-from bot.storage.models import Address, Contact, Conversation, MediaItem, Message, Ticket
-from bot.types import Inbound, safe_text
+from bot.storage import counters, events
+from bot.storage.models import Address, Contact, Job, MediaItem, Message, Ticket
 
 log = logging.getLogger("relais.engine")
 
-MAX_TEXT = 10_000  # characters kept of one inbound text
 FORGET_FLOW = "forget"  # its question is answered even after STOP (``bot.flows.forget``)
 STEP_RETRY_ATTEMPTS = 5
+STEP_JOB = "engine.step"
 
 
 class Outcome(StrEnum):
@@ -58,6 +64,14 @@ class Result:
     step_failed: bool = False
 
 
+@dataclass(frozen=True)
+class Step:
+    """One step of the pipeline: ``run`` returns True when it handled the event."""
+
+    name: str
+    run: Callable[[Context], Awaitable[bool]]
+
+
 class _Retry(Exception):
     """A concurrent insert of the same address: run the transaction again."""
 
@@ -70,6 +84,7 @@ class Engine:
         clock: Clock | None = None,
         on_commit: Callable[[], None] | None = None,
         metrics: Metrics | None = None,
+        machine: Machine | None = None,
     ) -> None:
         self.metrics = metrics
         self.sessions = sessions
@@ -77,6 +92,21 @@ class Engine:
         self.clock = clock or Clock()
         self.on_commit = on_commit
         self.is_postgres = sessions.kw["bind"].dialect.name == "postgresql"
+        self.machine = machine or flows.MACHINE
+        # The pipeline, in order: the first step that handles the event ends it.
+        self.pipeline: tuple[Step, ...] = (
+            Step("staff", staff.hook),
+            Step("private data warning", privacy.warn_about_private_data),
+            Step("danger words", escalation.danger_step),
+            Step("sender limit", self._sender_limit),
+            Step("telegram /start", self._telegram_start),
+            Step("keyword", self._keyword),
+            Step("stopped", self._stopped),
+            Step("new person", self._new_person),
+            Step("expired question", self._expired),
+            Step("media", self._media),
+            Step("state", self._state),
+        )
 
     async def handle(self, inbound: Inbound) -> Result:
         for _attempt in range(5):
@@ -136,12 +166,8 @@ class Engine:
             address.last_inbound_at = now
             address.blocked_at = None  # they wrote again: the provider block is lifted
             address.blocked_reason = None
-            from bot.outbox import release_quiet
-
             await release_quiet(session, contact.id, now)  # held for their quiet hours: now
             if target.channel == "whatsapp":  # a new 24 h window: held messages can go
-                from bot.fallback import release_held
-
                 await release_held(session, contact.id, now)
             events.record(session, "inbound", now, channel=target.channel,
                           language=contact.language)
@@ -220,18 +246,9 @@ class Engine:
         self, session: AsyncSession, contact: Contact, address: Address | None,
         now: datetime, inbound: Inbound | None, message: Message | None, is_new: bool,
     ) -> Context:
-        conversation = await session.get(Conversation, contact.id)
-        if conversation is None:
-            conversation = Conversation(
-                contact_id=contact.id, flow="menu", state="main", data={}, misunderstood=0,
-                updated_at=now,
-            )
-            session.add(conversation)
-        return Context(
-            session=session, settings=self.settings, clock=self.clock, now=now,
-            contact=contact, address=address, conversation=conversation, inbound=inbound,
-            message=message, is_new=is_new,
-        )
+        return await open_context(session, self.settings, now, contact, address,
+                                  clock=self.clock, machine=self.machine, inbound=inbound,
+                                  message=message, is_new=is_new)
 
     async def _run_step(self, ctx: Context, step: Callable[[], object]) -> bool:
         """Run a step in a savepoint; on failure the inbound row stays and False is returned."""
@@ -264,11 +281,9 @@ class Engine:
     async def _schedule_retry(
         self, session: AsyncSession, message: Message, now: datetime, attempt: int
     ) -> None:
-        from bot.scheduler import schedule
-
         delay = backoff(attempt, STEP_RETRY_ATTEMPTS) or 60.0
         await schedule(
-            session, "engine.step", f"message:{message.id}",
+            session, STEP_JOB, f"message:{message.id}",
             now + timedelta(seconds=max(delay, 5.0)), {"message_id": message.id},
             about=message.contact_id,
         )
@@ -276,58 +291,95 @@ class Engine:
     # -- the step --------------------------------------------------------------------------
 
     async def step(self, ctx: Context) -> None:
-        """Decide what to do with one inbound event."""
+        """Decide what to do with one inbound event: the first step of the pipeline that
+        handles it ends it."""
         assert ctx.inbound is not None
-        inbound = ctx.inbound
-        conversation = ctx.conversation
-        # Flows see the text as stored: masked (no password, card or NIR ever reaches them).
-        message = ctx.message
-        text = message.body if message is not None and message.body is not None else (
-            clean_text(inbound.text)
-        )
-        for hook in STEP_HOOKS:
-            if await hook(ctx):
+        for step in self.pipeline:
+            if await step.run(ctx):
                 return
-        from bot import sender_limit  # after the staff and danger hooks: those always pass
 
-        if await sender_limit.over_limit(ctx, text):  # stored on the ticket, told once
-            if self.metrics is not None:
-                self.metrics.inbound_limited.labels(inbound.channel).inc()
-            return
-        if inbound.channel == "telegram" and keywords.is_telegram_start(text):
-            if ctx.contact.opted_out_at is not None:
-                await self.goto(ctx, await ACTIONS[keywords.START](ctx))
-            await self.goto(ctx, "onboarding.welcome")
-            return
-        keyword = keywords.match(text) if text and not inbound.choice_id else None
-        if keyword is not None:
-            if ctx.contact.opted_out_at is not None and keyword not in (
-                keywords.START, keywords.STOP, keywords.FORGET  # erasure: a right after STOP too
-            ):
-                return
-            conversation.misunderstood = 0
-            ctx.event("keyword", keyword=keyword)
-            await self.goto(ctx, await ACTIONS[keyword](ctx))
-            return
-        if ctx.contact.opted_out_at is not None and conversation.flow != FORGET_FLOW:
-            return  # stored, never answered until START (except the OUBLIER question)
-        if ctx.is_new:
-            await self.goto(ctx, "onboarding.welcome")
-            return
-        target = f"{conversation.flow}.{conversation.state}"
-        _flow, _state, state = lookup(target)
-        if (
-            state.expires and conversation.expires_at is not None
-            and conversation.expires_at <= ctx.now
+    # The steps of the pipeline that belong to the engine itself. Flows see the text as
+    # stored: masked (no password, card or NIR ever reaches them).
+
+    def _text(self, ctx: Context) -> str:
+        message, inbound = ctx.message, ctx.inbound
+        assert inbound is not None
+        if message is not None and message.body is not None:
+            return message.body
+        return clean_text(inbound.text)
+
+    async def _sender_limit(self, ctx: Context) -> bool:
+        """Over the per-sender limit: stored on the ticket, told once (after the staff and
+        danger steps: those always pass)."""
+        assert ctx.inbound is not None
+        if not await sender_limit.over_limit(ctx, self._text(ctx)):
+            return False
+        if self.metrics is not None:
+            self.metrics.inbound_limited.labels(ctx.inbound.channel).inc()
+        return True
+
+    async def _telegram_start(self, ctx: Context) -> bool:
+        assert ctx.inbound is not None
+        if ctx.inbound.channel != "telegram" or not keywords.is_telegram_start(self._text(ctx)):
+            return False
+        if ctx.contact.opted_out_at is not None:
+            await self.goto(ctx, await ACTIONS[keywords.START](ctx))
+        await self.goto(ctx, "onboarding.welcome")
+        return True
+
+    async def _keyword(self, ctx: Context) -> bool:
+        assert ctx.inbound is not None
+        text = self._text(ctx)
+        keyword = keywords.match(text) if text and not ctx.inbound.choice_id else None
+        if keyword is None:
+            return False
+        if ctx.contact.opted_out_at is not None and keyword not in (
+            keywords.START, keywords.STOP, keywords.FORGET  # erasure: a right after STOP too
         ):
-            await self.goto(ctx, "menu.main")  # a stale question is not answered
-            return
-        if inbound.media and not text.strip() and state.on_text is None:
-            from bot.flows.escalation import request_human
+            return True
+        ctx.conversation.misunderstood = 0
+        ctx.event("keyword", keyword=keyword)
+        await self.goto(ctx, await ACTIONS[keyword](ctx))
+        return True
 
-            ctx.say(ctx._("Thank you, we received it. A person will look at it."))
-            await self.goto(ctx, await request_human(ctx, source="media"))
-            return
+    async def _stopped(self, ctx: Context) -> bool:
+        """Stored, never answered until START (except the OUBLIER question)."""
+        return ctx.contact.opted_out_at is not None and ctx.conversation.flow != FORGET_FLOW
+
+    async def _new_person(self, ctx: Context) -> bool:
+        if not ctx.is_new:
+            return False
+        await self.goto(ctx, "onboarding.welcome")
+        return True
+
+    async def _expired(self, ctx: Context) -> bool:
+        """A stale question is not answered: back to the menu."""
+        conversation = ctx.conversation
+        _flow, _state, state = ctx.machine.lookup(f"{conversation.flow}.{conversation.state}")
+        if state.expires and conversation.expires_at is not None \
+                and conversation.expires_at <= ctx.now:
+            await self.goto(ctx, "menu.main")
+            return True
+        return False
+
+    async def _media(self, ctx: Context) -> bool:
+        """A photo or a voice note where no text is awaited: a person will look at it."""
+        assert ctx.inbound is not None
+        conversation = ctx.conversation
+        _flow, _state, state = ctx.machine.lookup(f"{conversation.flow}.{conversation.state}")
+        if not ctx.inbound.media or self._text(ctx).strip() or state.on_text is not None:
+            return False
+        ctx.say(ctx._("Thank you, we received it. A person will look at it."))
+        await self.goto(ctx, await request_human(ctx, source="media"))
+        return True
+
+    async def _state(self, ctx: Context) -> bool:
+        """The answer to the question of the person's current state."""
+        inbound, conversation = ctx.inbound, ctx.conversation
+        assert inbound is not None
+        text = self._text(ctx)
+        target = f"{conversation.flow}.{conversation.state}"
+        _flow, _state, state = ctx.machine.lookup(target)
         offered = choices_from_json((conversation.data or {}).get("choices"))
         chosen = (
             by_id(inbound.choice_id, offered) if inbound.choice_id else resolve(text, offered)
@@ -339,9 +391,10 @@ class Engine:
             nxt = await state.on_text(ctx, text)
         if nxt is None:
             await self.misunderstood(ctx, target)
-            return
+            return True
         conversation.misunderstood = 0
         await self.goto(ctx, nxt)
+        return True
 
     async def misunderstood(self, ctx: Context, current: str) -> None:
         conversation = ctx.conversation
@@ -359,6 +412,14 @@ class Engine:
         await goto(ctx, target)
 
     # -- retries of failed steps -----------------------------------------------------------
+
+    def jobs(self) -> tuple[JobKind, ...]:
+        """The engine's own job: the retry of a failed flow step."""
+
+        async def retry(jc: JobContext, item: Job) -> None:
+            await self.retry_step(jc.session, int(item.payload["message_id"]))
+
+        return (JobKind(STEP_JOB, retry),)
 
     async def retry_step(self, session: AsyncSession, message_id: int) -> None:
         """Run again the step of a stored message whose step failed; raise if it fails."""
@@ -379,11 +440,3 @@ class Engine:
             raise RuntimeError(f"flow step failed again for message {message_id}")
         if self.on_commit is not None and ctx.sent:
             self.on_commit()
-
-
-def clean_text(text: str | None) -> str:
-    """Text as stored: no NUL, control characters or lone surrogates (PostgreSQL refuses
-    them), bounded."""
-    if not text:
-        return ""
-    return safe_text(text)[:MAX_TEXT]

@@ -4,6 +4,9 @@ Each test gets its own database: a copy of a migrated SQLite template file, or a
 database cloned from a migrated template (``CREATE DATABASE … TEMPLATE``). Every database
 made here is dropped at the end. No ``.env`` is read and every ``RELAIS_*`` variable is
 cleared, so the developer's environment cannot change a result.
+
+This file serves every tier (``unit``, ``integration``, ``channels``, ``e2e``); what tests
+share beyond fixtures is in ``tests/helpers``.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ import asyncpg
 import pytest
 import time_machine
 
-from bot.config import Settings, load_settings
-from bot.services import Services, open_services
+from bot.app import Services, open_services
+from bot.core.config import Settings
 from bot.storage.db import make_engine
 from bot.storage.migrate import upgrade
+from tests.helpers.db import make_settings
 
 for _name in [n for n in os.environ if n.startswith("RELAIS_")]:
     del os.environ[_name]
@@ -69,6 +73,13 @@ START = datetime(2026, 11, 24, 9, 30, tzinfo=UTC)
 def _fixed_start() -> Iterator[None]:
     with time_machine.travel(START, tick=True):
         yield
+
+
+@pytest.fixture
+def no_dotenv(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from an empty directory, so that the CLI reads no ``.env`` of the developer's.
+    A module that needs it for every test says ``pytestmark = usefixtures("no_dotenv")``."""
+    monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -117,10 +128,6 @@ def sqlite_url(tmp_path: Path, sqlite_template: Path) -> str:
     path = tmp_path / "relais.db"
     shutil.copyfile(sqlite_template, path)
     return f"sqlite+aiosqlite:///{path}"
-
-
-def make_settings(db_url: str, **overrides: object) -> Settings:
-    return load_settings(env_file=None, database_url=db_url, **overrides)
 
 
 @pytest.fixture

@@ -1,5 +1,12 @@
-"""Channel adapters: one module per provider family, and the registry."""
+"""The provider adapters, listed once: each module exposes one ``SPEC``
+(``bot.core.channel.AdapterSpec``); ``bot.app`` opens them, ``bot.web`` mounts their
+routes. Adding a channel: one module here, its fixtures, and one line below."""
 
-from bot.channels.base import Channel, Failure, Registry, SendError, SendResult
+from bot.channels import telegram, twilio, whatsapp
+from bot.core.channel import AdapterSpec
 
-__all__ = ["Channel", "Failure", "Registry", "SendError", "SendResult"]
+ADAPTERS: tuple[AdapterSpec, ...] = (
+    twilio.SPEC,
+    whatsapp.SPEC,  # after twilio: WhatsApp by the Cloud API replaces WhatsApp by Twilio
+    telegram.SPEC,
+)

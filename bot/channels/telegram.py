@@ -11,6 +11,10 @@ Out: ``sendMessage`` with an inline keyboard (one button per row, ``callback_dat
 choice id), text split at 4,096 characters with the keyboard on the last part. Provider
 errors map onto the closed ``Failure`` set. Media are fetched with ``getFile`` for staff:
 the file URL holds the bot token, so it never leaves this module.
+
+The adapter is ``SPEC``: ``open`` checks the token with getMe and returns the channel (its
+``state``, whose ``bot`` the webhook uses); the webhook hands messages to ``hub.sink`` and a
+person's own shared phone number as a ``phone_shared`` event. It imports only ``bot.core``.
 """
 
 from __future__ import annotations
@@ -27,7 +31,6 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import select
 from telegram import (
     Bot,
     CallbackQuery,
@@ -47,16 +50,22 @@ from telegram.error import (
 )
 from telegram.request import HTTPXRequest
 
-from bot import sms
-from bot.addresses import Address as AddressValue
-from bot.addresses import AddressError, normalise_phone, timezone_for
-from bot.channels import setup
-from bot.channels.base import Failure, SendError, SendResult, checked_inbound
-from bot.config import Settings
-from bot.services import Services
-from bot.storage.models import Address, Contact
-from bot.types import Choice, Inbound, Media, Outbound
-from bot.web.app import ROUTE_INSTALLERS, SERVICES
+from bot.core import sms
+from bot.core.addresses import AddressError, normalise_phone
+from bot.core.channel import (
+    PHONE_SHARED,
+    AdapterSpec,
+    ChannelEvent,
+    Failure,
+    Hub,
+    Opened,
+    Route,
+    SendError,
+    SendResult,
+    checked_inbound,
+)
+from bot.core.config import Settings
+from bot.core.types import Choice, Inbound, Media, Outbound
 
 log = logging.getLogger("relais.channels.telegram")
 
@@ -230,15 +239,14 @@ def make_bot(settings: Settings) -> Bot:
                base_file_url=file_url(settings.telegram_api_url), request=request)
 
 
-_OPEN: dict[int, TelegramChannel] = {}  # by id(services): closed by ``close``
-
-
-async def configure(services: Services) -> None:
-    settings = services.settings
+async def open_channel(settings: Settings) -> Opened | None:
+    """The Telegram channel, once getMe accepted the token (one log line otherwise). Its
+    ``state`` is the ``TelegramChannel``: the webhook reads updates and answers button
+    presses with its ``bot``."""
     token = settings.telegram_token
     if not token:
         log.info("telegram disabled: RELAIS_TELEGRAM_TOKEN not set")
-        return
+        return None
     bot = make_bot(settings)
     try:
         await asyncio.wait_for(bot.initialize(), INIT_TIMEOUT)  # getMe checks the token
@@ -247,21 +255,15 @@ async def configure(services: Services) -> None:
         log.error("telegram disabled: getMe failed at %s (%s)",
                   redact(settings.telegram_api_url, token), redact(detail, token))
         await bot.shutdown()
-        return
+        return None
     channel = TelegramChannel(bot=bot, token=token, rate=settings.telegram_rate,
                               username=bot.username)
-    services.registry.add(channel)
-    _OPEN[id(services)] = channel
     if not settings.telegram_webhook_secret:
         log.warning("telegram: RELAIS_TELEGRAM_WEBHOOK_SECRET not set: sending works, "
                     "incoming updates are refused until it is set")
     log.info("telegram enabled as @%s", bot.username)
-
-
-async def close(services: Services) -> None:
-    channel = _OPEN.pop(id(services), None)
-    if channel is not None:
-        await channel.close()
+    # closed even once an auth failure took the channel out of the registry
+    return Opened(channels=[channel], close=channel.close, state=channel)
 
 
 def status(settings: Settings) -> list[dict[str, Any]]:
@@ -477,9 +479,8 @@ def _label(query: CallbackQuery) -> str | None:
     return None
 
 
-async def webhook(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    settings = services.settings
+async def webhook(request: web.Request, hub: Hub) -> web.Response:
+    settings = hub.settings
     secret = settings.telegram_webhook_secret
     if not settings.telegram_token or not secret:
         missing = "TOKEN" if not settings.telegram_token else "WEBHOOK_SECRET"
@@ -493,8 +494,8 @@ async def webhook(request: web.Request) -> web.Response:
                     "wrong" if given else "missing")
         raise web.HTTPForbidden(text="wrong or missing secret token")
     raw = await request.read()  # over the app's 1 MiB limit: 413
-    channel = _OPEN.get(id(services))
-    bot = channel.bot if channel is not None else None
+    channel = hub.opened.state if hub.opened is not None else None
+    bot = channel.bot if isinstance(channel, TelegramChannel) else None
     try:
         data = json.loads(raw)
         check_update(data)  # MalformedUpdate is a ValueError
@@ -506,39 +507,18 @@ async def webhook(request: web.Request) -> web.Response:
         log.warning("telegram update refused (400): malformed body (%s)", reason)
         raise web.HTTPBadRequest(text="malformed update") from None
     if parsed.inbound is None:
-        services.metrics.inbound.labels(NAME, "ignored").inc()
+        hub.sink.count(NAME, "ignored")
         log.info("telegram update %s ignored: %s", update.update_id, parsed.ignored)
     else:
         inbound = checked_inbound(parsed.inbound)  # BadInput: 400
-        result = await services.engine.handle(inbound)  # logs the outcome
-        log.debug("telegram update %s: %s", update.update_id, result.outcome.value)
+        outcome = await hub.sink.message(inbound)  # the engine logs the outcome
+        log.debug("telegram update %s: %s", update.update_id, outcome)
         phone = parsed.inbound.extra.get("shared_phone")
-        if phone and result.contact_id is not None:
-            await attach_phone(services, result.contact_id, phone)
+        if phone:  # a duplicate too: adding the sms: address is idempotent
+            await hub.sink.event(ChannelEvent(NAME, inbound.address, PHONE_SHARED, phone))
     if parsed.callback is not None:
         await _answer(bot, parsed.callback, settings.telegram_token)
     return web.Response(status=200)
-
-
-async def attach_phone(services: Services, contact_id: int, phone: str) -> None:
-    """A shared phone number becomes the person's ``sms:`` address, unless it is known;
-    without a postcode, the number's region gives their time zone (Réunion…)."""
-    async with services.sessions() as session, session.begin():
-        known = await session.scalar(
-            select(Address).where(Address.channel == "sms", Address.external_id == phone)
-        )
-        if known is not None:
-            if known.contact_id != contact_id:
-                log.warning("shared phone number already belongs to contact %s; not merged",
-                            known.contact_id)
-            return
-        session.add(Address(contact_id=contact_id, channel="sms", external_id=phone,
-                            created_at=services.clock.now(), landline=False))
-        contact = await session.get(Contact, contact_id)
-        if contact is not None and not contact.postcode:  # the number's region tells more
-            contact.timezone = timezone_for(None, AddressValue("sms", phone),
-                                            services.settings.timezone)
-    log.info("contact %s shared a phone number: sms address added", contact_id)
 
 
 async def _answer(bot: Bot | None, query: CallbackQuery, token: str | None) -> None:
@@ -552,9 +532,9 @@ async def _answer(bot: Bot | None, query: CallbackQuery, token: str | None) -> N
         log.warning("answerCallbackQuery failed: %s", redact(exc.message, token))
 
 
-def install_routes(app: web.Application) -> None:
-    app.router.add_post(WEBHOOK_PATH, webhook)
-
-
-ROUTE_INSTALLERS.append(install_routes)
-setup.register(configure, close)
+SPEC = AdapterSpec(
+    name=NAME,
+    open=open_channel,
+    routes=(Route("POST", WEBHOOK_PATH, webhook),),
+    status=status,
+)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from itertools import count
 
-from bot.channels.base import SendResult
-from bot.render import numbered
-from bot.types import Outbound
+from bot.core.channel import SendResult
+from bot.core.render import numbered
+from bot.core.types import Outbound
 
 
 class TerminalChannel:

@@ -4,7 +4,7 @@ Webhooks (both signed with ``X-Twilio-Signature`` over ``RELAIS_PUBLIC_URL`` + t
 query string if any, and every form parameter received; with or without the port). Then
 ``MessageSid``/``SmsSid`` must be ``SM``/``MM`` + 32 hex digits, all equal (else 400), and
 ``AccountSid`` the configured account (400 when missing or malformed, 403 when another
-one). Each signature is recorded for 48 h (``bot.replay``): the same signature over other
+one). Each signature is recorded for 48 h (``bot.domain.replay``): the same signature over other
 fields (a reshaped, replayed request) gets 403 and changes nothing; the very same request
 again is a provider retry, deduplicated as usual:
 
@@ -12,10 +12,11 @@ again is a provider retry, deduplicated as usual:
   the address ``whatsapp:+33…``, any other ``From`` is ``sms:+33…``. Stored through the
   engine (deduplicated on ``MessageSid``), answered with an empty TwiML ``<Response/>``: the
   reply leaves later through the outbox and the REST API.
-- ``POST /webhooks/twilio/status``: status callbacks, moved forward only (``apply_status``).
-  A failed SMS with 21610 blocks the address (stopped), 30003/30005/30006 flag it
-  undeliverable (30006: landline); a failed WhatsApp message with 63016 (24 h window
-  closed) or an undeliverable code goes to ``fallback.after_failure`` (template or SMS).
+- ``POST /webhooks/twilio/status``: status callbacks, handed to the application as a
+  ``StatusUpdate`` (moved forward only there): a failed SMS with 21610 is ``STOPPED``,
+  30003/30005/30006 ``UNDELIVERABLE`` (21614/30006: a landline), a failed WhatsApp message
+  with 63016 ``WINDOW_CLOSED``; what follows (a blocked address, the template or SMS) is the
+  application's rule (``bot.delivery.policy``).
 
 Sending goes through twilio-python's async client pointed at ``RELAIS_TWILIO_API_URL``.
 SMS: numbered choices, ``sms.normalise``, bodies over 1,600 characters split at word
@@ -27,7 +28,6 @@ Every Twilio error is mapped onto the closed ``Failure`` set.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import logging
@@ -41,8 +41,6 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 from multidict import MultiDict, MultiDictProxy
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 from twilio.base.exceptions import TwilioRestException
 from twilio.http.async_http_client import AsyncTwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
@@ -54,17 +52,26 @@ from twilio.request_validator import (
 )
 from twilio.rest import Client
 
-from bot import fallback, replay, sms
-from bot.addresses import AddressError, parse_address
-from bot.channels import setup
-from bot.channels.base import Failure, SendError, SendResult, checked_inbound, clean_error
-from bot.config import Settings
-from bot.outbox import apply_status
-from bot.render import numbered
-from bot.services import Services
-from bot.storage.models import Address, Outbox
-from bot.types import Inbound, Media, Outbound
-from bot.web.app import MAX_BODY, ROUTE_INSTALLERS, SERVICES
+from bot.core import sms
+from bot.core.addresses import AddressError, parse_address
+from bot.core.channel import (
+    MAX_BODY,
+    AdapterSpec,
+    Failure,
+    Hub,
+    Opened,
+    Route,
+    SendError,
+    SendResult,
+    StatusUpdate,
+    Verdict,
+    checked_inbound,
+    clean_error,
+    form_fields,
+)
+from bot.core.config import Settings
+from bot.core.render import numbered
+from bot.core.types import TEMPLATE_KIND, Inbound, Media, Outbound
 
 log = logging.getLogger("relais.channels.twilio")
 # twilio-python logs every request at INFO (URLs, headers): keep that out of Relais's log.
@@ -93,7 +100,7 @@ UNDELIVERABLE_CODES = {21211, 21612, 21614, 30003, 30005, 30006, 63003}
 AUTH_CODES = {20003}
 LANDLINE_CODES = {"21614", "30006"}
 
-PROVIDER = "twilio"  # the provider name of its seen signatures (``bot.replay``)
+PROVIDER = "twilio"  # the provider name of its seen signatures (``bot.domain.replay``)
 # Twilio's ids: two letters and 32 hex digits; messages are SM… or MM… (errors 90001/90011).
 MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
 ACCOUNT_SID = re.compile(r"AC[0-9a-fA-F]{32}")
@@ -227,7 +234,7 @@ def send_error(exc: TwilioRestException) -> SendError:
             retry_after = max(retry_after or 0.0, DAILY_LIMIT_PAUSE)
         return SendError(failure, reason, code=code,
                          retry_after=retry_after or DEFAULT_RETRY_AFTER, scope="channel")
-    return SendError(failure, reason, code=code)
+    return SendError(failure, reason, code=code, landline=str(code) in LANDLINE_CODES)
 
 
 # -- the REST client ------------------------------------------------------------------------
@@ -334,7 +341,7 @@ class TwilioChannel:
 
     def _bodies(self, message: Outbound) -> list[dict[str, Any]]:
         """The create() arguments that differ per request, in sending order."""
-        if message.kind == fallback.TEMPLATE_KIND:
+        if message.kind == TEMPLATE_KIND:
             if self.name != "whatsapp" or not self.settings.whatsapp_template:
                 raise SendError(Failure.FAILED, "no RELAIS_WHATSAPP_TEMPLATE to send")
             return [{"content_sid": self.settings.whatsapp_template}]
@@ -512,23 +519,21 @@ def _checked_ids(form: MultiDictProxy[str], settings: Settings, path: str) -> st
     return sids[0]
 
 
-async def _not_replayed(request: web.Request, services: Services,
+async def _not_replayed(request: web.Request, hub: Hub,
                         form: MultiDictProxy[str], path: str, sid: str, channel: str
                         ) -> None:
     """Record the signature; 403 when it was seen before over other fields."""
-    url = services.settings.base_url + path
+    url = hub.settings.base_url + path
     if request.rel_url.raw_query_string:
         url += "?" + request.rel_url.raw_query_string
-    verdict = await replay.check(
-        services.sessions, services.clock, PROVIDER, request.headers[SIGNATURE_HEADER],
-        replay.form_fields(url, form.items()),
-    )
-    if verdict is replay.Verdict.REPLAY:
-        services.metrics.inbound.labels(channel, "replay").inc()
+    verdict = await hub.sink.seen(PROVIDER, request.headers[SIGNATURE_HEADER],
+                                  form_fields(url, form.items()))
+    if verdict is Verdict.REPLAY:
+        hub.sink.count(channel, "replay")
         log.warning("POST %s refused (403): message %s carries the signature of another "
                     "request (a replay)", path, sid)
         raise web.HTTPForbidden(text="signature already used by another request")
-    if verdict is replay.Verdict.RETRY:
+    if verdict is Verdict.RETRY:
         log.info("POST %s: message %s is a retry of a request already received", path, sid)
 
 
@@ -560,9 +565,8 @@ def _inbound_from_form(form: MultiDictProxy[str], sid: str) -> Inbound:
     )
 
 
-async def inbound_webhook(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    settings = services.settings
+async def inbound_webhook(request: web.Request, hub: Hub) -> web.Response:
+    settings = hub.settings
     _configured(settings, INBOUND_PATH)
     form, sid = await _signed_form(request, settings, INBOUND_PATH)
     inbound = checked_inbound(_inbound_from_form(form, sid))  # BadInput: 400
@@ -572,38 +576,14 @@ async def inbound_webhook(request: web.Request) -> web.Response:
         log.info("POST %s refused (404): %s message %s while %s over twilio is off (%s)",
                  INBOUND_PATH, inbound.channel, inbound.provider_id, inbound.channel, reason)
         raise web.HTTPNotFound(text=f"{inbound.channel} over twilio is not enabled")
-    await _not_replayed(request, services, form, INBOUND_PATH, sid, inbound.channel)
-    result = await services.engine.handle(inbound)
-    log.info("twilio %s message %s: %s", inbound.channel, inbound.provider_id,
-             result.outcome.value)
+    await _not_replayed(request, hub, form, INBOUND_PATH, sid, inbound.channel)
+    outcome = await hub.sink.message(inbound)
+    log.info("twilio %s message %s: %s", inbound.channel, inbound.provider_id, outcome)
     return _twiml()
 
 
-async def _block_address(session: AsyncSession, row: Outbox, failure: Failure,
-                         code: str | None, reason: str, now: datetime) -> None:
-    """As the outbox does for a refused send: stop writing to that address."""
-    if row.address_id is None:
-        return
-    address = await session.get(Address, row.address_id)
-    if address is None:
-        return
-    address.blocked_at = now
-    address.blocked_reason = reason[:200]
-    if failure is Failure.UNDELIVERABLE and code in LANDLINE_CODES:
-        address.landline = True
-    await session.execute(
-        update(Outbox)
-        .where(Outbox.address_id == row.address_id,
-               Outbox.status.in_(("queued", "in_doubt")), Outbox.id != row.id)
-        .values(status="cancelled", updated_at=now,
-                error_reason="address blocked by the provider")
-        .execution_options(synchronize_session=False)
-    )
-
-
-async def status_webhook(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    settings = services.settings
+async def status_webhook(request: web.Request, hub: Hub) -> web.Response:
+    settings = hub.settings
     _configured(settings, STATUS_PATH)
     form, sid = await _signed_form(request, settings, STATUS_PATH)
     twilio_status = (form.get("MessageStatus") or form.get("SmsStatus") or "").lower()
@@ -615,61 +595,32 @@ async def status_webhook(request: web.Request) -> web.Response:
     channel = "whatsapp" if whatsapp else "sms"
     mapped = STATUS_MAP.get(twilio_status)
     if mapped is None:
-        services.metrics.inbound.labels(channel, "ignored").inc()
+        hub.sink.count(channel, "ignored")
         log.info("twilio status %s for %s: ignored", twilio_status[:40], sid)
         return _twiml()
-    await _not_replayed(request, services, form, STATUS_PATH, sid, channel)
+    await _not_replayed(request, hub, form, STATUS_PATH, sid, channel)
     code, _ = clean_error(form.get("ErrorCode"), None)  # no NUL, fits its column
     failure = failure_for(code) if mapped == "failed" else None
     reason = None
     if code is not None:
         reason = f"Twilio {twilio_status} ({code}): {ERROR_REASONS.get(code, 'see error code')}"
-    now = services.clock.now()
-    follow_up = False
-    async with services.sessions() as session, session.begin():
-        row = await session.scalar(
-            select(Outbox).where(Outbox.channel == channel, Outbox.provider_id == sid)
-        )
-        before = row.status if row is not None else None
-        await apply_status(session, channel, sid, mapped, now, error_code=code,
-                           error_reason=reason)
-        moved_to_failed = row is not None and before != "failed" and row.status == "failed"
-        if row is not None and moved_to_failed and failure is not None:
-            row.failure = failure.value
-            if failure in (Failure.STOPPED, Failure.UNDELIVERABLE):
-                await _block_address(session, row, failure, code, reason or "", now)
-            if channel == "whatsapp" and failure in (Failure.WINDOW_CLOSED,
-                                                     Failure.UNDELIVERABLE):
-                follow_up = await fallback.after_failure(
-                    session, row, failure, now, settings) is not None
-    if follow_up:
-        services.wake_workers()
-    if row is None:
-        log.info("twilio status %s for %s on %s: no such outbox row", twilio_status, sid,
-                 channel)
-    else:
-        log.info("twilio status %s for outbox row %s on %s: now %s%s", twilio_status, row.id,
-                 channel, row.status, f" ({failure.value}, {code})" if moved_to_failed
-                 and failure is not None else "")
+    await hub.sink.status(StatusUpdate(
+        channel=channel, provider_id=sid, status=mapped, error_code=code, error_reason=reason,
+        failure=failure, landline=code in LANDLINE_CODES,
+    ))
     return _twiml()
 
 
-def install_routes(app: web.Application) -> None:
-    app.router.add_post(INBOUND_PATH, inbound_webhook)
-    app.router.add_post(STATUS_PATH, status_webhook)
+# -- the adapter ----------------------------------------------------------------------------
 
 
-# -- channel setup --------------------------------------------------------------------------
-
-_CLIENTS: dict[int, TwilioClient] = {}
-
-
-async def configure(services: Services) -> None:
-    settings = services.settings
+async def open_channels(settings: Settings) -> Opened | None:
+    """SMS and WhatsApp over Twilio, each when its settings are there (one log line when
+    not); both share one REST client."""
     missing = _credentials_missing(settings)
     if missing:
         log.info("sms and whatsapp over twilio disabled: %s not set", ", ".join(missing))
-        return
+        return None
     reasons = {"sms": sms_disabled_reason(settings),
                "whatsapp": whatsapp_disabled_reason(settings)}
     for name, reason in reasons.items():
@@ -677,21 +628,18 @@ async def configure(services: Services) -> None:
             log.info("%s over twilio disabled: %s", name, reason)
     enabled = [name for name, reason in reasons.items() if reason is None]
     if not enabled:
-        return
+        return None
     client = TwilioClient(settings)
-    _CLIENTS[id(services)] = client
-    for name in enabled:
-        services.registry.add(TwilioChannel(name, client, settings))
     log.info("twilio enabled for %s (webhook %s%s)", ", ".join(enabled), settings.base_url,
              INBOUND_PATH)
+    return Opened(channels=[TwilioChannel(name, client, settings) for name in enabled],
+                  close=client.close, state=client)
 
 
-async def close(services: Services) -> None:
-    client = _CLIENTS.pop(id(services), None)
-    if client is not None:
-        await client.close()
-        await asyncio.sleep(0)  # let aiohttp close its connections
-
-
-ROUTE_INSTALLERS.append(install_routes)
-setup.register(configure, close)
+SPEC = AdapterSpec(
+    name=PROVIDER,
+    open=open_channels,
+    routes=(Route("POST", INBOUND_PATH, inbound_webhook),
+            Route("POST", STATUS_PATH, status_webhook)),
+    status=status,
+)

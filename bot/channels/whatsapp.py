@@ -1,16 +1,18 @@
 """WhatsApp through Meta's Cloud API (Graph API): webhooks in, messages out.
 
 Active when ``RELAIS_WHATSAPP_TOKEN`` and ``RELAIS_WHATSAPP_PHONE_NUMBER_ID`` are set; it then
-serves the ``whatsapp`` channel instead of WhatsApp over Twilio.
+serves the ``whatsapp`` channel instead of WhatsApp over Twilio (``bot.channels.ADAPTERS``
+order). This module knows only ``bot.core``: what it receives goes to the application's
+``InboundSink`` (``Hub.sink``), what it opens is returned in an ``Opened``.
 
 - ``GET /webhooks/whatsapp``: Meta's subscription check (``hub.verify_token`` compared in
   constant time with ``RELAIS_WHATSAPP_VERIFY_TOKEN``; ``hub.challenge`` echoed).
 - ``POST /webhooks/whatsapp``: ``X-Hub-Signature-256`` (HMAC-SHA256 of the raw body with
   ``RELAIS_WHATSAPP_APP_SECRET``) is checked on the bytes received, before anything is
-  parsed. Each ``messages`` change may carry messages (handed to the engine, which dedupes
-  on the message ``id``) and statuses (moved forward only; a later 131047 / 131026 failure
-  plans the template or SMS fallback). Once stored the answer is 200: Meta retries
-  anything else for days.
+  parsed. Each ``messages`` change may carry messages (handed to the sink, which dedupes
+  on the message ``id``) and statuses (mapped onto a ``StatusUpdate``: a failure with
+  131047 / 131026 is ``WINDOW_CLOSED`` / ``UNDELIVERABLE``, which the application follows
+  up). Once stored the answer is 200: Meta retries anything else for days.
 - Sending: reply buttons (≤ 3 choices with short titles), a list (≤ 10 choices), else a
   numbered text; ``Outbound.kind == "template"`` sends the approved template. Meta's error
   codes map onto the closed ``Failure`` set (``classify``).
@@ -27,25 +29,28 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy import select, update
 
-from bot import replay, sms
-from bot.addresses import AddressError
-from bot.channels import setup
-from bot.channels.base import (
+from bot.core import sms
+from bot.core.addresses import AddressError
+from bot.core.channel import (
+    MAX_BODY,
+    AdapterSpec,
     BadInput,
     Failure,
+    Hub,
+    Opened,
+    Route,
     SendError,
     SendResult,
+    StatusUpdate,
+    Verdict,
     checked_inbound,
     clean_error,
 )
-from bot.config import Settings
-from bot.i18n import N_, Translator
-from bot.render import numbered
-from bot.services import Services
-from bot.types import Choice, Inbound, Media, Outbound, safe_text
-from bot.web.app import MAX_BODY, ROUTE_INSTALLERS, SERVICES
+from bot.core.config import Settings
+from bot.core.i18n import N_, Translator
+from bot.core.render import numbered
+from bot.core.types import Choice, Inbound, Media, Outbound, safe_text
 
 log = logging.getLogger("relais.channels.whatsapp")
 
@@ -518,65 +523,30 @@ def _check_status(entry: Any) -> None:
         raise MalformedWebhook("status errors is not a list")
 
 
-async def _handle_status(services: Services, entry: dict[str, Any]) -> bool:
-    """Apply one status; False when it is of a kind we do not handle (ignored)."""
-    from bot.fallback import after_failure
-    from bot.outbox import apply_status
-    from bot.storage.models import Address, Outbox
-
+def status_update(entry: dict[str, Any]) -> StatusUpdate | None:
+    """One webhook status as a ``StatusUpdate``; None when it is of a kind we do not
+    handle (ignored). A failure whose code is not one we know goes with ``failure=None``
+    (the application records ``Failure.FAILED``)."""
     provider_id, state = entry.get("id"), entry.get("status")
     if not isinstance(provider_id, str) or safe_text(provider_id) != provider_id \
             or state not in ("sent", "delivered", "read", "failed"):  # not an id of ours
         log.info("whatsapp status %r ignored", str(state)[:40])
-        return False
+        return None
     code, reason = _status_error(entry)
-    now = services.clock.now()
-    follow = None
-    async with services.sessions() as session, session.begin():
-        row = await session.scalar(
-            select(Outbox).where(Outbox.channel == NAME, Outbox.provider_id == provider_id)
-        )
-        before = row.status if row is not None else None
-        known = await apply_status(session, NAME, provider_id, state, now, code, reason)
-        log.info("whatsapp status %s for %s%s%s", state, provider_id,
-                 f" (error {code})" if code else "", "" if known else ": no such message")
-        if row is None or before == "failed" or row.status != "failed":
-            return True  # unknown, already failed (a retried webhook), or not a new failure
-        row.failure = Failure.FAILED.value
-        failure = STATUS_FAILURES.get(int(code)) if code and code.isdigit() else None
-        if failure is None:
-            return True
-        row.failure = failure.value
-        if failure is Failure.UNDELIVERABLE and row.address_id is not None:
-            # As the outbox does for a refused send: stop writing to that address until
-            # the person writes again there.
-            await session.execute(
-                update(Address).where(Address.id == row.address_id)
-                .values(blocked_at=now, blocked_reason=(reason or "undeliverable")[:200])
-            )
-            await session.execute(
-                update(Outbox)
-                .where(Outbox.address_id == row.address_id,
-                       Outbox.status.in_(("queued", "in_doubt")), Outbox.id != row.id)
-                .values(status="cancelled", updated_at=now,
-                        error_reason="address blocked by the provider")
-                .execution_options(synchronize_session=False)
-            )
-        follow = await after_failure(session, row, failure, now, services.settings)
-        if follow is not None:
-            log.info("outbox row %s: %s, fallback row planned", row.id, failure.value)
-    if follow is not None:
-        services.wake_workers()
-    return True
+    failure = None
+    if state == "failed" and code is not None and code.isdigit():
+        failure = STATUS_FAILURES.get(int(code))
+    return StatusUpdate(channel=NAME, provider_id=provider_id, status=state,
+                        error_code=code, error_reason=reason, failure=failure)
 
 
-async def handle_changes(services: Services, values: list[dict[str, Any]]) -> dict[str, int]:
-    """Hand every message and status of the ``messages`` changes to the engine / outbox."""
+async def handle_changes(hub: Hub, values: list[dict[str, Any]]) -> dict[str, int]:
+    """Hand every message and status of the ``messages`` changes to the application."""
     counts = {"written": 0, "duplicate": 0, "ignored": 0, "statuses": 0}
     for value in values:
         metadata = value.get("metadata") if isinstance(value.get("metadata"), dict) else {}
         number = metadata.get("phone_number_id")
-        if number is not None and str(number) != services.settings.whatsapp_phone_number_id:
+        if number is not None and str(number) != hub.settings.whatsapp_phone_number_id:
             log.info("whatsapp webhook for another phone number id (%s) ignored", number)
             counts["ignored"] += 1
             continue
@@ -595,21 +565,23 @@ async def handle_changes(services: Services, values: list[dict[str, Any]]) -> di
                 counts["ignored"] += 1
                 continue
             try:
-                result = await services.engine.handle(checked_inbound(parsed))
+                outcome = await hub.sink.message(checked_inbound(parsed))
             except (AddressError, BadInput) as exc:  # that message only; the rest goes on
                 log.info("whatsapp message %s ignored: %s", parsed.provider_id, exc)
                 counts["ignored"] += 1
                 continue
             log.info("whatsapp message %s (%s): %s", parsed.provider_id, message.get("type"),
-                     result.outcome.value)
-            counts[result.outcome.value] += 1
+                     outcome)
+            counts[outcome] = counts.get(outcome, 0) + 1
         for entry in value.get("statuses", []):
-            if isinstance(entry, dict) and await _handle_status(services, entry):
-                counts["statuses"] += 1
-            else:
+            update = status_update(entry) if isinstance(entry, dict) else None
+            if update is None:
                 counts["ignored"] += 1
-    if counts["ignored"]:
-        services.metrics.inbound.labels(NAME, "ignored").inc(counts["ignored"])
+                continue
+            await hub.sink.status(update)
+            counts["statuses"] += 1
+    for _ in range(counts["ignored"]):
+        hub.sink.count(NAME, "ignored")
     return counts
 
 
@@ -617,9 +589,8 @@ def _same(given: str, expected: str) -> bool:
     return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
 
 
-async def verify_subscription(request: web.Request) -> web.Response:
-    settings = request.app[SERVICES].settings
-    expected = settings.whatsapp_verify_token
+async def verify_subscription(request: web.Request, hub: Hub) -> web.Response:
+    expected = hub.settings.whatsapp_verify_token
     if not expected:
         log.warning("whatsapp subscription check refused: RELAIS_WHATSAPP_VERIFY_TOKEN not set")
         raise web.HTTPNotFound(text="WhatsApp webhook not configured")
@@ -632,9 +603,8 @@ async def verify_subscription(request: web.Request) -> web.Response:
     return web.Response(text=query.get("hub.challenge", ""), content_type="text/plain")
 
 
-async def receive(request: web.Request) -> web.Response:
-    services = request.app[SERVICES]
-    settings = services.settings
+async def receive(request: web.Request, hub: Hub) -> web.Response:
+    settings = hub.settings
     missing = missing_credentials(settings)
     if not settings.whatsapp_app_secret:
         missing.append("RELAIS_WHATSAPP_APP_SECRET")
@@ -662,51 +632,42 @@ async def receive(request: web.Request) -> web.Response:
     # Meta signs the raw bytes: the same signature means the same body, so a seen signature
     # is a provider retry (deduplicated on the message ids) and REPLAY cannot happen unless
     # SHA-256 breaks; recorded anyway, like every signed webhook.
-    verdict = await replay.check(services.sessions, services.clock, PROVIDER, expected,
-                                 hashlib.sha256(raw).hexdigest())
-    if verdict is replay.Verdict.REPLAY:
-        services.metrics.inbound.labels(NAME, "replay").inc()
+    verdict = await hub.sink.seen(PROVIDER, expected, hashlib.sha256(raw).hexdigest())
+    if verdict is Verdict.REPLAY:
+        hub.sink.count(NAME, "replay")
         log.warning("whatsapp webhook refused (403): signature already used by another body")
         raise web.HTTPForbidden(text="signature already used by another request")
-    counts = await handle_changes(services, values)
+    counts = await handle_changes(hub, values)
     log.debug("whatsapp webhook: %s", ", ".join(f"{v} {k}" for k, v in counts.items() if v)
              or "nothing to do")
     return web.json_response({"status": "ok"})
 
 
-def install_routes(app: web.Application) -> None:
-    app.router.add_get(WEBHOOK_PATH, verify_subscription)
-    app.router.add_post(WEBHOOK_PATH, receive)
-
-
 # ---------------------------------------------------------------------------------- setup
 
-_OPEN: dict[int, WhatsAppCloud] = {}  # by id(services): closed even once auth removed it
 
-
-async def configure(services: Services) -> None:
-    settings = services.settings
+async def open_channel(settings: Settings) -> Opened | None:
+    """The Cloud API channel, when its credentials are set (one log line otherwise)."""
     missing = missing_credentials(settings)
     if missing:
         log.info("whatsapp (Cloud API) disabled: %s not set", " and ".join(missing))
-        return
+        return None
     channel = WhatsAppCloud(settings)
-    _OPEN[id(services)] = channel
-    if NAME in services.registry:
+    if settings.twilio_whatsapp_from:
         log.info("whatsapp goes through the Cloud API (RELAIS_WHATSAPP_TOKEN set), "
                  "not through Twilio")
-    services.registry.add(channel)
     log.info("whatsapp enabled: Cloud API, phone number id %s, webhook %s%s",
              settings.whatsapp_phone_number_id, settings.base_url, WEBHOOK_PATH)
     if not settings.whatsapp_app_secret:
         log.warning("RELAIS_WHATSAPP_APP_SECRET not set: incoming WhatsApp webhooks are refused")
+    # closed even once an auth failure took the channel out of the registry
+    return Opened(channels=[channel], close=channel.close, state=channel)
 
 
-async def close(services: Services) -> None:
-    channel = _OPEN.pop(id(services), None)
-    if channel is not None:
-        await channel.close()
-
-
-ROUTE_INSTALLERS.append(install_routes)
-setup.register(configure, close)
+SPEC = AdapterSpec(
+    name=NAME,
+    open=open_channel,
+    routes=(Route("GET", WEBHOOK_PATH, verify_subscription),
+            Route("POST", WEBHOOK_PATH, receive)),
+    status=status,
+)

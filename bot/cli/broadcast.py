@@ -22,26 +22,27 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from bot import broadcasts as bc
-from bot.addresses import AddressError, parse_address
 from bot.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    WHEN_WIDTH,
+    NotFound,
+    Usage,
+    check_address,
     fail,
     plain,
-    run,
+    run_app,
     safe,
     settings,
-    setup_logging,
+    when,
 )
-from bot.cli.root import app
-from bot.clock import Clock
-from bot.config import Settings
+from bot.core.clock import Clock
+from bot.core.config import Settings
+from bot.domain import broadcasts as bc
 
 T = TypeVar("T")
 
 broadcast_app = typer.Typer(help="News to a group of people.", no_args_is_help=True)
-app.add_typer(broadcast_app, name="broadcast")
 
 REASON_LABELS = {
     "no_address": "no address",
@@ -53,21 +54,21 @@ REASON_LABELS = {
     "weekly_cap": "weekly limit reached",
 }
 
-TAG = typer.Option(None, "--tag", help="People with this tag (repeat: all of the tags)")
-LANGUAGE = typer.Option(None, "--language", help="People with this language (fr, en…)")
-POSTCODE = typer.Option(None, "--postcode", help="Postcode prefix: 59 = Nord")
-CHANNEL = typer.Option(None, "--channel", help="sms, whatsapp or telegram")
-TEXT = typer.Option(None, "--text", help="The text, for everyone")
-FILE = typer.Option(None, "--file", help="YAML file: one text per language (fr needed)")
-TEST = typer.Option(None, "--test", help="Send only to this address, to check the text")
+TAG = typer.Option(None, "--tag",
+                   help="People with this tag (repeat it: people with all of the tags).")
+LANGUAGE = typer.Option(None, "--language", help="People with this language (fr, en…).")
+POSTCODE = typer.Option(None, "--postcode",
+                        help="People whose postcode starts with this (59 is the Nord).")
+CHANNEL = typer.Option(None, "--channel",
+                       help="People reached on this channel: sms, whatsapp or telegram.")
+TEXT = typer.Option(None, "--text", help="The text, the same for everyone.")
+FILE = typer.Option(None, "--file",
+                    help="A YAML file with one text per language (fr is needed).")
+TEST = typer.Option(None, "--test", help="Send only to this address, to check the text.")
+YES = typer.Option(False, "--yes", help="Do not ask for confirmation.")
+ID = typer.Argument(..., metavar="ID", help="The broadcast number.")
 
-
-class Usage(Exception):
-    pass
-
-
-class Missing(Exception):
-    pass
+Missing = NotFound  # nobody to send to: exit 1
 
 
 def _out() -> Console:
@@ -97,37 +98,49 @@ def _inputs(
         fail(str(exc), EXIT_USAGE)
     target = None
     if test is not None:
-        try:
-            target = str(parse_address(test))
-        except AddressError as exc:
-            fail(f"--test: bad address {exc}", EXIT_USAGE)
+        target = check_address(test, "--test")
         if target.startswith("terminal:"):
             fail("--test: a terminal address cannot receive broadcasts", EXIT_USAGE)
     return segment, texts, target
 
 
-def _execute(work: Callable[[Any, Settings], Awaitable[T]]) -> T:
-    """Open the database (migrating it), run ``work(services, settings)``, close."""
-    setup_logging("WARNING")
-    config = settings()
+def _execute(work: Callable[[Any, Settings], Awaitable[T]],
+             config: Settings | None = None) -> T:
+    """``run_app`` with ``work(services, settings)``; the broadcast errors as exit codes."""
 
-    async def go() -> T:
-        from bot.services import open_services
-
-        services = await open_services(config)
+    async def go(services: Any) -> T:
         try:
-            return await work(services, config)
-        finally:
-            await services.close()
+            return await work(services, services.settings)
+        except bc.BroadcastError as exc:
+            raise Usage(str(exc)) from None
+        except bc.NotFound as exc:
+            raise NotFound(str(exc)) from None
 
-    try:
-        return run(go)
-    except Missing as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
-    except (Usage, bc.BroadcastError) as exc:
-        fail(str(exc), EXIT_USAGE)
-    except bc.NotFound as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
+    return run_app(go, config=config)
+
+
+def _channels_missing(data: dict[str, Any], config: Settings, target: str | None) -> None:
+    """Refuse at once (exit 2) when some recipients are on a channel Relais cannot send
+    on: their messages would wait for ever."""
+    from bot.cli.channels import channel_problem
+
+    if target is not None:
+        problem = channel_problem(config, target.partition(":")[0])
+        if problem is not None:
+            raise Usage(f"--test: {problem}")
+        return
+    people: dict[str, int] = {}
+    for row in data["by_channel_language"]:
+        people[row["channel"]] = people.get(row["channel"], 0) + row["recipients"]
+    problems = {channel: channel_problem(config, channel) for channel in sorted(people)}
+    off = {channel: problem for channel, problem in problems.items() if problem}
+    if not off:
+        return
+    reachable = [channel for channel in people if channel not in off]
+    hint = (f"; or leave them out with --channel {reachable[0]}" if len(reachable) == 1
+            else "")
+    raise Usage("; ".join(f"{people[c]:,} recipient(s) on {c}: {p}" for c, p in off.items())
+                + hint)
 
 
 def _confirm(question: str, yes: bool) -> None:
@@ -180,8 +193,7 @@ def print_status(data: dict[str, Any], console: Console, tz: str) -> None:
     for label, key in (("created", "created_at"), ("scheduled for", "scheduled_at"),
                        ("started", "started_at"), ("finished", "finished_at")):
         if data[key]:
-            when = datetime.fromisoformat(data[key]).astimezone(ZoneInfo(tz))
-            console.print(f"  {label}: {when:%Y-%m-%d %H:%M}")
+            console.print(f"  {label}: {when(data[key], tz)}")
     table = Table("recipients", "queued", "sent", "delivered", "read", "failed", "cancelled",
                   "replied", box=None, pad_edge=False)
     table.add_row(*(_n(data[k]) for k in ("recipients", "queued", "sent", "delivered", "read",
@@ -207,9 +219,10 @@ def print_status(data: dict[str, Any], console: Console, tz: str) -> None:
 def preview(
     tag: list[str] = TAG, language: str = LANGUAGE, postcode: str = POSTCODE,
     channel: str = CHANNEL, text: str = TEXT, file: Path = FILE, test: str = TEST,
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
-    """Who would get it, who is left out and why, each language's text, SMS cost."""
+    """Who would get it, who is left out and why, each language's text, and the SMS
+    cost."""
     segment, texts, target = _inputs(tag, language, postcode, channel, text, file, test)
 
     async def work(services: Any, config: Settings) -> dict[str, Any]:
@@ -240,17 +253,17 @@ def _start(
         if at is None and not data["recipients"]:
             raise Missing(f"nobody to send to ({data['excluded_total']} left out); "
                           "see relais broadcast preview")
+        _channels_missing(data, config, target)
         if not yes and sys.stdin.isatty():
             print_preview(data, err)
-            when = f" on {at.astimezone(ZoneInfo(config.timezone)):%Y-%m-%d %H:%M}" if at else ""
-            _confirm(f"Send to {data['recipients']:,} people{when}?", yes)
+            on = f" on {when(at, config.timezone)}" if at else ""
+            _confirm(f"Send to {data['recipients']:,} people{on}?", yes)
         async with services.sessions() as session, session.begin():
             broadcast = await bc.create(session, segment, texts, now, at=at,
                                         test_address=target)
             broadcast_id = broadcast.id
         if at is not None:
-            local = at.astimezone(ZoneInfo(config.timezone)).isoformat()
-            return broadcast_id, data["recipients"], local
+            return broadcast_id, data["recipients"], when(at, config.timezone)
         written = await _enqueue(services, broadcast_id, config, data["recipients"], err)
         return broadcast_id, written, None
 
@@ -292,7 +305,7 @@ def _parse_when(text: str, tz: str) -> datetime:
 def send(
     tag: list[str] = TAG, language: str = LANGUAGE, postcode: str = POSTCODE,
     channel: str = CHANNEL, text: str = TEXT, file: Path = FILE, test: str = TEST,
-    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
+    yes: bool = YES,
 ) -> None:
     """Send now (people in their quiet hours get it when those end). Prints the id."""
     segment, texts, target = _inputs(tag, language, postcode, channel, text, file, test)
@@ -301,21 +314,23 @@ def send(
 
 @broadcast_app.command("schedule")
 def schedule(
-    at: str = typer.Option(..., "--at", help="When: 2030-03-05T14:00 (RELAIS_TIMEZONE) or "
-                                             "with an offset, 2030-03-05T14:00+04:00"),
+    at: str = typer.Option(..., "--at", help="When to send: 2030-03-05T14:00 (in "
+                                             "RELAIS_TIMEZONE) or with an offset, "
+                                             "2030-03-05T14:00+04:00."),
     tag: list[str] = TAG, language: str = LANGUAGE, postcode: str = POSTCODE,
     channel: str = CHANNEL, text: str = TEXT, file: Path = FILE, test: str = TEST,
-    yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation"),
+    yes: bool = YES,
 ) -> None:
-    """Send at a given time (recipients are chosen then). Prints the id."""
+    """Send at a given time (the recipients are chosen then). Prints the id."""
     segment, texts, target = _inputs(tag, language, postcode, channel, text, file, test)
     _start(segment, texts, target, yes, at)
 
 
 @broadcast_app.command("list")
 def list_(
-    as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout"),
-    limit: int = typer.Option(50, "--limit", min=1, max=10_000, help="How many, newest first"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON array on stdout."),
+    limit: int = typer.Option(50, "--limit", min=1, max=10_000,
+                              help="How many to show, newest first."),
 ) -> None:
     """Broadcasts, newest first."""
 
@@ -323,18 +338,25 @@ def list_(
         async with services.sessions() as session:
             return await bc.listing(session, limit)
 
-    rows = _execute(work)
+    config = settings()
+    rows = _execute(work, config)
+    tz = config.timezone
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
     if not rows:
         typer.echo("no broadcasts yet")
         return
-    table = Table("id", "status", "created", "scheduled", "to", "recipients", box=None,
-                  pad_edge=False)
+    table = Table(box=None, pad_edge=False)
+    table.add_column("id", no_wrap=True, justify="right")
+    table.add_column("status", no_wrap=True)
+    table.add_column("created", no_wrap=True, min_width=WHEN_WIDTH)
+    table.add_column("scheduled", no_wrap=True)
+    table.add_column("to", overflow="fold", ratio=1)
+    table.add_column("recipients", no_wrap=True, justify="right")
     for row in rows:
-        table.add_row(str(row["id"]), row["status"], row["created_at"][:16],
-                      (row["scheduled_at"] or "")[:16],
+        table.add_row(str(row["id"]), row["status"], when(row["created_at"], tz),
+                      when(row["scheduled_at"], tz),
                       safe(f"test {row['test_address']}" if row["test_address"]
                            else bc.Segment.from_json(row["segment"]).describe()),
                       _n(row["recipients"]))
@@ -343,26 +365,27 @@ def list_(
 
 @broadcast_app.command("status")
 def status(
-    broadcast_id: int = typer.Argument(..., metavar="ID", help="The broadcast id"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
+    broadcast_id: int = ID,
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
-    """Queued, sent, delivered, read, failed (with reasons), replied within 48 hours."""
+    """How many are queued, sent, delivered, read, failed (with the reasons), and replied
+    within 48 hours."""
 
     async def work(services: Any, config: Settings) -> dict[str, Any]:
         async with services.sessions() as session:
             broadcast = await bc.get(session, broadcast_id)
             return await bc.describe(session, broadcast, Clock().now())
 
-    data = _execute(work)
+    config = settings()
+    data = _execute(work, config)
     if as_json:
         typer.echo(json.dumps(data, ensure_ascii=False))
     else:
-        print_status(data, _out(), settings().timezone)
+        print_status(data, _out(), config.timezone)
 
 
 @broadcast_app.command("cancel")
-def cancel(broadcast_id: int = typer.Argument(..., metavar="ID", help="The broadcast id")
-           ) -> None:
+def cancel(broadcast_id: int = ID) -> None:
     """Stop a broadcast: messages not sent yet are cancelled."""
 
     async def work(services: Any, config: Settings) -> int:

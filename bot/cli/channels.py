@@ -4,7 +4,6 @@ the Telegram webhook."""
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
 import sys
 from typing import Any
@@ -15,48 +14,55 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.cli.common import EXIT_NOT_FOUND, EXIT_USAGE, fail, settings, setup_logging
-from bot.cli.root import app
-from bot.config import Settings
+from bot.core.config import Settings
 
 channels_app = typer.Typer(help="Each channel's state; register the Telegram webhook.")
-app.add_typer(channels_app, name="channels")
 
-# Adapter modules, and what to show for one that cannot report its state.
-ADAPTERS: dict[str, list[tuple[str, str, str]]] = {
-    "twilio": [("sms", "twilio", "/webhooks/twilio"),
-               ("whatsapp", "twilio", "/webhooks/twilio")],
-    "whatsapp": [("whatsapp", "meta", "/webhooks/whatsapp")],
-    "telegram": [("telegram", "telegram", "/webhooks/telegram")],
-}
 TELEGRAM_PORTS = (443, 80, 88, 8443)  # the only ports Telegram calls webhooks on
 COLUMNS = ("channel", "provider", "enabled", "webhook_url", "reason")
 
 
 def collect(config: Settings) -> list[dict[str, Any]]:
-    """One row per channel, from each adapter's ``status(settings)``."""
+    """One row per channel, from each adapter's ``status(settings)`` (``bot.channels``)."""
+    from bot.channels import ADAPTERS
+
     rows: list[dict[str, Any]] = []
-    for module_name, fallback in ADAPTERS.items():
-        reason = f"the {module_name} adapter does not report its state"
+    for spec in ADAPTERS:
         try:
-            module = importlib.import_module(f"bot.channels.{module_name}")
-            status = getattr(module, "status", None)
-            if callable(status):
-                rows.extend(dict(row) for row in status(config))
+            if spec.status is not None:
+                rows.extend(dict(row) for row in spec.status(config))
                 continue
+            reason = f"the {spec.name} adapter does not report its state"
         except Exception as exc:  # one broken adapter must not hide the others
-            reason = f"the {module_name} adapter failed: {type(exc).__name__}: {exc}"
+            reason = f"the {spec.name} adapter failed: {type(exc).__name__}: {exc}"
         rows.extend(
-            {"channel": channel, "provider": provider, "enabled": False, "reason": reason,
-             "webhook_url": f"{config.base_url}{path}"}
-            for channel, provider, path in fallback
+            {"channel": spec.name, "provider": spec.name, "enabled": False, "reason": reason,
+             "webhook_url": f"{config.base_url}{route.path}"}
+            for route in spec.routes[:1]
         )
     return rows
+
+
+PROVIDER_CHANNELS = ("sms", "whatsapp", "telegram")  # the others (terminal) need no provider
+
+
+def channel_problem(config: Settings, channel: str) -> str | None:
+    """Why Relais cannot send on ``channel`` with these settings (the variables to set), or
+    None when it can (or when the channel needs no provider)."""
+    if channel not in PROVIDER_CHANNELS:
+        return None
+    rows = [row for row in collect(config) if row.get("channel") == channel]
+    if not rows or any(row.get("enabled") for row in rows):
+        return None
+    reasons = "; ".join(f"{row.get('provider')}: {row.get('reason')}" for row in rows
+                        if row.get("reason"))
+    return f"{channel} is not configured ({reasons or 'no provider'}; see relais channels)"
 
 
 @channels_app.callback(invoke_without_command=True)
 def channels(
     ctx: typer.Context,
-    as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON array on stdout."),
 ) -> None:
     """Each channel's state (enabled, or why not) and the webhook URL to give providers."""
     if ctx.invoked_subcommand is not None:
@@ -66,6 +72,7 @@ def channels(
     rows = collect(config)
     if as_json:
         sys.stdout.write(json.dumps(rows, ensure_ascii=False) + "\n")
+        _warn_public_url(config)
         return
     console = Console(highlight=False)
     if console.is_terminal:
@@ -85,13 +92,17 @@ def channels(
             line = [str(row.get("channel")), str(row.get("provider")), state,
                     str(row.get("webhook_url") or ""), str(row.get("reason") or "")]
             print("\t".join(line).rstrip())
-    notes = ["Give Twilio and Meta the webhook URLs above in their consoles; "
-             "for Telegram run `relais channels setup`."]
+    if console.is_terminal:  # advice for a person; piped, only the lines above
+        console.print("Give Twilio and Meta the webhook URLs above in their consoles; "
+                      "for Telegram run `relais channels setup`.", markup=False)
+    _warn_public_url(config)
+
+
+def _warn_public_url(config: Settings) -> None:
+    """Something to fix, so on stderr."""
     if config.public_url is None:
-        notes.append(f"RELAIS_PUBLIC_URL is not set: these URLs use {config.base_url}, "
-                     "which providers cannot reach.")
-    for note in notes:
-        print(note, file=sys.stderr)
+        print(f"RELAIS_PUBLIC_URL is not set: these URLs use {config.base_url}, "
+              "which providers cannot reach.", file=sys.stderr)
 
 
 def telegram_url_problem(public_url: str | None) -> str | None:

@@ -5,36 +5,42 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import typer
 from rich.table import Table
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import checkins as rules
-from bot.addresses import PHONE_CHANNELS, AddressError, parse_address
-from bot.cli.common import EXIT_NOT_FOUND, console, fail, plain, run, safe, settings, setup_logging
-from bot.cli.root import app
-from bot.clock import Clock
+from bot.cli.common import (
+    WHEN_WIDTH,
+    NotFound,
+    check_address,
+    console,
+    fail,
+    plain,
+    run_app,
+    safe,
+    settings,
+    when,
+)
+from bot.core.addresses import PHONE_CHANNELS, parse_address
+from bot.core.clock import Clock
+from bot.domain import checkins as rules
 from bot.storage.models import Address, CheckinRule, Contact, Tag
 
 checkins_app = typer.Typer(help="Check-in cadence per tag or person.", no_args_is_help=True)
-app.add_typer(checkins_app, name="checkins")
-
-
-class NotFound(Exception):
-    pass
 
 
 @checkins_app.command("set")
 def set_cadence(
-    every: str = typer.Option(..., "--every", help="How often: Nd (days) or Nw (weeks)"),
-    tag: str | None = typer.Option(None, "--tag", help="For everyone with this tag"),
-    address: str | None = typer.Option(None, "--address", help="For one person (CHANNEL:ID)"),
+    every: str = typer.Option(..., "--every", help="How often: Nd (days) or Nw (weeks)."),
+    tag: str | None = typer.Option(None, "--tag", help="For everyone with this tag."),
+    address: str | None = typer.Option(None, "--address",
+                                       help="For one person, by their address (CHANNEL:ID)."),
 ) -> None:
     """Set how often people are checked on. A person's own rule wins over their tags';
     with several tags, the shortest counts; without a rule, weekly."""
-    setup_logging("WARNING")
     if (tag is None) == (address is None):
         fail("give either --tag TAG or --address ADDRESS")
     try:
@@ -46,63 +52,48 @@ def set_cadence(
         fail("--tag: empty tag")
     target = None
     if address is not None:
-        try:
-            target = parse_address(address)
-        except AddressError as exc:
-            fail(f"--address: {exc}")
-    config = settings()
+        target = parse_address(check_address(address, "--address"))
 
-    async def _go() -> str:
-        from bot.services import open_services
+    async def work(services: Any) -> str:
+        async with services.sessions() as session, session.begin():
+            now = Clock().now()
+            if target is None:
+                await rules.set_rule(session, days, now, tag=tag_name)
+                return f"tag {tag_name}"
+            contact_id = await _contact_of(session, target.channel, target.id)
+            if contact_id is None:
+                raise NotFound(f"no contact at {target}")
+            await rules.set_rule(session, days, now, contact_id=contact_id)
+            return str(target)
 
-        services = await open_services(config)
-        try:
-            async with services.sessions() as session, session.begin():
-                now = Clock().now()
-                if target is None:
-                    await rules.set_rule(session, days, now, tag=tag_name)
-                    return f"tag {tag_name}"
-                contact_id = await _contact_of(session, target.channel, target.id)
-                if contact_id is None:
-                    raise NotFound(f"no contact at {target}")
-                await rules.set_rule(session, days, now, contact_id=contact_id)
-                return str(target)
-        finally:
-            await services.close()
-
-    try:
-        who = run(_go)
-    except NotFound as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
+    who = run_app(work)
     typer.echo(f"{plain(who)}: check-ins every {days} day{'s' if days > 1 else ''}")
 
 
 @checkins_app.command("list")
 def list_rules(
-    as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON array on stdout."),
 ) -> None:
-    """The cadence rules (without a rule: every 7 days)."""
-    setup_logging("WARNING")
+    """The cadence rules (without a rule, every 7 days)."""
     config = settings()
 
-    async def _go() -> list[RuleRow]:
-        from bot.services import open_services
+    async def work(services: Any) -> list[RuleRow]:
+        async with services.sessions() as session:
+            return await _rows(session)
 
-        services = await open_services(config)
-        try:
-            async with services.sessions() as session:
-                return await _rows(session)
-        finally:
-            await services.close()
-
-    rows = run(_go)
+    rows = run_app(work, config=config)
     if as_json:
         typer.echo(json.dumps([row.as_json() for row in rows], ensure_ascii=False))
         return
-    table = Table("tag", "person", "every", "people", "since")
+    table = Table()
+    table.add_column("tag", overflow="fold", ratio=1)
+    table.add_column("person", no_wrap=True)
+    table.add_column("every", no_wrap=True, justify="right")
+    table.add_column("people", no_wrap=True, justify="right")
+    table.add_column("since", no_wrap=True, min_width=WHEN_WIDTH)
     for row in rows:
         table.add_row(safe(row.tag), safe(row.address), f"{row.every_days} d",
-                      str(row.people), f"{row.created_at:%Y-%m-%d}")
+                      str(row.people), when(row.created_at, config.timezone))
     out = console()
     out.print(table)
     out.print(f"Without a rule: every {rules.DEFAULT_EVERY_DAYS} days.")

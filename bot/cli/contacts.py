@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -16,94 +15,54 @@ from rich.table import Table
 from rich.text import Text
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.addresses import AddressError
 from bot.cli.common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    NotFound,
+    check_address,
     console,
     fail,
+    in_transaction,
     plain,
-    run,
+    run_app,
     safe,
     settings,
-    setup_logging,
+    when,
 )
-from bot.cli.root import app
-from bot.config import Settings
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from bot.app import Services
 
 contacts_app = typer.Typer(
     help="The people you follow: import a list, look someone up, tag them.",
     no_args_is_help=True,
 )
-app.add_typer(contacts_app, name="contacts")
 
-
-class NotFound(Exception):
-    """Exit 1 with this one line."""
+__all__ = ["NotFound", "check_address", "contacts_app"]
 
 
 def _error(text: str) -> None:
     sys.stderr.write(f"relais: {plain(text)}\n")
 
 
-async def _in_transaction(
-    config: Settings, work: Callable[[AsyncSession, Any], Awaitable[T]]
-) -> T:
-    from bot.rights import CHECKPOINT
-    from bot.services import open_services
-    from bot.storage.db import checkpoint
-
-    services = await open_services(config)
-    try:
-        async with services.sessions() as session, session.begin():
-            result = await work(session, services.clock.now())
-        if session.info.get(CHECKPOINT):  # an erasure: leave nothing in SQLite's WAL
-            await checkpoint(services.db)
-        return result
-    finally:
-        await services.close()
-
-
-def execute(work: Callable[[AsyncSession, Any], Awaitable[T]]) -> T:
-    """Run ``work(session, now)`` in one transaction; NotFound exits 1, a bad address 2."""
-    setup_logging("WARNING")
-    config = settings()
-    try:
-        return run(lambda: _in_transaction(config, work))
-    except NotFound as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
-    except AddressError as exc:
-        fail(f"bad address {exc}", EXIT_USAGE)
-
-
-def check_address(address: str) -> str:
-    from bot.addresses import parse_address
-
-    try:
-        return str(parse_address(address))
-    except AddressError as exc:
-        fail(f"bad address {exc}", EXIT_USAGE)
-
-
 FILE_ARGUMENT = typer.Argument(
     ..., exists=True, dir_okay=False, readable=True, show_default=False,
-    help="A CSV file: phone (or address), name, language, postcode, tags, consent",
+    help="A CSV file with the columns phone (or address), name, language, postcode, tags "
+         "and consent.",
 )
 
 
 @contacts_app.command("import")
 def import_(
     file: Path = FILE_ARGUMENT,
-    tag: list[str] = typer.Option(None, "--tag", help="Add this tag to everyone imported"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check and count; store nothing"),
+    tag: list[str] = typer.Option(None, "--tag", help="Add this tag to everyone imported."),
+    dry_run: bool = typer.Option(False, "--dry-run",
+                                 help="Check the file and count; store nothing."),
 ) -> None:
     """Import contacts: bad rows are reported with their line and the rest imports.
     Re-importing merges (tags added, empty fields filled, nothing erased)."""
-    from bot import contacts
+    from bot.domain import contacts
 
-    setup_logging("WARNING")
     config = settings()
     parsed = contacts.read_contacts(file.read_bytes(), extra_tags=tag or ())
     if parsed.error:
@@ -122,27 +81,21 @@ def import_(
             console=terminal, transient=True,
         )
 
-    async def go() -> contacts.ImportSummary:
-        from bot.services import open_services
+    async def work(services: Services) -> contacts.ImportSummary:
+        if progress is None:
+            return await contacts.import_contacts(
+                services.sessions, parsed, now=services.clock.now(),
+                default_timezone=config.timezone, source=file.name, dry_run=dry_run,
+            )
+        with progress:
+            task = progress.add_task("import", total=len(parsed.people))
+            return await contacts.import_contacts(
+                services.sessions, parsed, now=services.clock.now(),
+                default_timezone=config.timezone, source=file.name, dry_run=dry_run,
+                progress=lambda n: progress.advance(task, n),
+            )
 
-        services = await open_services(config)
-        try:
-            if progress is None:
-                return await contacts.import_contacts(
-                    services.sessions, parsed, now=services.clock.now(),
-                    default_timezone=config.timezone, source=file.name, dry_run=dry_run,
-                )
-            with progress:
-                task = progress.add_task("import", total=len(parsed.people))
-                return await contacts.import_contacts(
-                    services.sessions, parsed, now=services.clock.now(),
-                    default_timezone=config.timezone, source=file.name, dry_run=dry_run,
-                    progress=lambda n: progress.advance(task, n),
-                )
-        finally:
-            await services.close()
-
-    summary = run(go)
+    summary = run_app(work, config=config)
     for conflict in summary.conflicts:
         _error(f"{file.name} {conflict}")
     for line in summary.skipped_lines:
@@ -155,16 +108,16 @@ def import_(
 
 @contacts_app.command("list")
 def list_(
-    tag: str = typer.Option(None, "--tag", help="Only contacts with this tag"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout"),
+    tag: str = typer.Option(None, "--tag", help="Only the contacts with this tag."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON array on stdout."),
 ) -> None:
     """Contacts, their addresses, language, postcode, tags and news consent."""
-    from bot import contacts
+    from bot.domain import contacts
 
-    async def work(session: AsyncSession, now: Any) -> list[contacts.ContactRow]:
+    async def work(session: AsyncSession, services: Services) -> list[contacts.ContactRow]:
         return await contacts.list_contacts(session, tag=tag)
 
-    rows = execute(work)
+    rows = in_transaction(work)
     if as_json:
         typer.echo(json.dumps([r.summary() for r in rows], ensure_ascii=False))
         return
@@ -172,7 +125,14 @@ def list_(
         typer.echo("no contacts" + (f" tagged {tag}" if tag else "")
                    + ": relais contacts import FILE.csv")
         return
-    table = Table("address", "name", "lang", "postcode", "tags", "news", "notes")
+    table = Table()  # the address is never cut: it is how a contact is named in commands
+    table.add_column("address", no_wrap=True)
+    table.add_column("name", overflow="fold", ratio=2)
+    table.add_column("lang", no_wrap=True)
+    table.add_column("postcode", no_wrap=True)
+    table.add_column("tags", overflow="fold", ratio=1)
+    table.add_column("news", no_wrap=True)
+    table.add_column("notes", overflow="fold", ratio=1)
     for r in rows:
         notes = []
         if r.opted_out_at is not None:
@@ -195,21 +155,24 @@ def _yes_no(value: bool | None) -> str:
 
 @contacts_app.command("show")
 def show(
-    address: str = typer.Argument(..., help="sms:+33…, whatsapp:+33…, telegram:ID, or a number"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
+    address: str = typer.Argument(..., help="The contact's address: sms:+33…, whatsapp:+33…, "
+                                            "telegram:ID, or a phone number."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """One contact: addresses (landline, blocked), tags, consents, language, postcode."""
-    from bot import contacts
+    from bot.domain import contacts
 
     target = check_address(address)
+    config = settings()
 
-    async def work(session: AsyncSession, now: Any) -> contacts.ContactRow:
+    async def work(session: AsyncSession, services: Services) -> contacts.ContactRow:
         row = await contacts.find(session, target)
         if row is None:
             raise NotFound(f"no contact at {target}")
         return row
 
-    row = execute(work)
+    row = in_transaction(work, config=config)
+    tz = config.timezone
     details = row.details()
     if as_json:
         typer.echo(json.dumps(details, ensure_ascii=False))
@@ -226,28 +189,29 @@ def show(
         ("language", row.language), ("postcode", row.postcode), ("time zone", row.timezone),
         ("tags", " ".join(row.tags)),
         ("consents", ", ".join(f"{k}: {_yes_no(v)}" for k, v in sorted(row.consents.items()))),
-        ("STOP since", details["opted_out_at"]), ("staff", row.staff_role),
-        ("created", details["created_at"]), ("last wrote", details["last_inbound_at"]),
+        ("STOP since", when(details["opted_out_at"], tz)), ("staff", row.staff_role),
+        ("created", when(details["created_at"], tz)),
+        ("last wrote", when(details["last_inbound_at"], tz)),
     ):
         if value:
             out.print(f"  {label}: {safe(value)}")
 
 
 def _tagging(address: str, tags: list[str], add: bool) -> None:
-    from bot import contacts
+    from bot.domain import contacts
 
     target = check_address(address)
     if not any(contacts.parse_tags(t) for t in tags):
         fail("give at least one tag", EXIT_USAGE)
 
-    async def work(session: AsyncSession, now: Any) -> list[str]:
+    async def work(session: AsyncSession, services: Services) -> list[str]:
         row = await contacts.find(session, target)
         if row is None:
             raise NotFound(f"no contact at {target}")
         change = contacts.add_tags if add else contacts.remove_tags
         return await change(session, row.id, tags)
 
-    changed = execute(work)
+    changed = in_transaction(work)
     verb = "tagged" if add else "untagged"
     if changed:
         typer.echo(f"{verb} {target}: {plain(' '.join(changed))}")
@@ -257,8 +221,8 @@ def _tagging(address: str, tags: list[str], add: bool) -> None:
 
 @contacts_app.command("tag")
 def tag_(
-    address: str = typer.Argument(..., help="The contact's address"),
-    tags: list[str] = typer.Argument(..., help="One or more tags"),
+    address: str = typer.Argument(..., help="The contact's address."),
+    tags: list[str] = typer.Argument(..., help="One or more tags."),
 ) -> None:
     """Add tags to a contact (tags are lower case)."""
     _tagging(address, tags, add=True)
@@ -266,8 +230,8 @@ def tag_(
 
 @contacts_app.command("untag")
 def untag(
-    address: str = typer.Argument(..., help="The contact's address"),
-    tags: list[str] = typer.Argument(..., help="One or more tags"),
+    address: str = typer.Argument(..., help="The contact's address."),
+    tags: list[str] = typer.Argument(..., help="One or more tags."),
 ) -> None:
     """Remove tags from a contact."""
     _tagging(address, tags, add=False)

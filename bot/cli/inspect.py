@@ -12,7 +12,6 @@ from typing import Any
 import typer
 
 from bot.cli.common import plain
-from bot.cli.root import app
 
 # The English names of the keywords (ARCHITECTURE.md), by the flows' own keyword ids.
 KEYWORD_NAMES = {
@@ -24,8 +23,9 @@ KEYWORD_NAMES = {
 
 def inspect_text(text: str) -> dict[str, Any]:
     """The decision Relais would take on one message, as a JSON-ready object."""
-    from bot import danger, masking
-    from bot.flows import keywords
+    from bot.conversation import keywords
+    from bot.core import masking
+    from bot.domain import danger
 
     masked = masking.mask(text)
     found = danger.match(text)
@@ -40,14 +40,15 @@ def inspect_text(text: str) -> dict[str, Any]:
     }
 
 
-@app.command("inspect")
 def inspect(
-    text: str = typer.Argument(..., help="The message, or - to read one message per line"),
-    lang: str = typer.Option(None, "--lang", help="The person's language (fr, en…)"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object (JSON Lines for -)"),
+    text: str = typer.Argument(
+        ..., help="The message, or - to read one message per line from stdin."),
+    lang: str = typer.Option(None, "--lang", help="The person's language (fr, en…)."),
+    as_json: bool = typer.Option(False, "--json",
+                                 help="Print one JSON object (JSON Lines for -)."),
 ) -> None:
     """What Relais sees in one message: keyword, danger, private data. Stores nothing."""
-    from bot.i18n import normalise_language
+    from bot.core.i18n import normalise_language
 
     language = normalise_language(lang) if lang else None  # a shipped one (else French)
     if text == "-":

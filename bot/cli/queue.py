@@ -6,36 +6,41 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.cli.common import console, fail, plain, safe
-from bot.cli.root import app
-from bot.cli.staff import NotFound, Usage, check_address, execute
-from bot.clock import Clock
-from bot.config import Settings
+from bot.cli.common import (
+    NotFound,
+    Usage,
+    acting_staff,
+    check_address,
+    console,
+    fail,
+    in_transaction,
+    not_staff,
+    plain,
+    safe,
+    settings,
+    when,
+)
+from bot.core.clock import Clock
+from bot.core.config import Settings
+
+if TYPE_CHECKING:
+    from bot.app import Services
 
 queue_app = typer.Typer(help="The escalation queue.", no_args_is_help=True)
-app.add_typer(queue_app, name="queue")
 
-AS_HELP = "The staff member acting (sms:+33…, telegram:ID…)"
+AS_HELP = "The staff member acting, by one of their addresses (sms:+33…, telegram:ID…)."
+ID_HELP = "The ticket number."
 
 
 def _iso(moment: datetime | None, tz: str) -> str | None:
     return None if moment is None else moment.astimezone(ZoneInfo(tz)).isoformat()
-
-
-async def _staff(session: AsyncSession, address: str) -> Any:
-    from bot.staff import find_staff
-
-    member = await find_staff(session, address)
-    if member is None:
-        raise Usage(f"--as: no staff member at {address} (relais staff add)")
-    return member
 
 
 def _failed(error: Any) -> Exception:
@@ -74,9 +79,9 @@ def _ticket_json(item: Any, now: datetime, tz: str) -> dict[str, Any]:
 
 async def _entries_json(session: AsyncSession, config: Settings, entries: list[Any],
                         now: datetime, tz: str) -> list[dict[str, Any]]:
-    from bot import queue
-    from bot.i18n import Translator
-    from bot.web.media import media_link
+    from bot.core.i18n import Translator
+    from bot.domain.media_links import media_link
+    from bot.domain.tickets import queue
 
     english = Translator("en")
     out = []
@@ -90,11 +95,11 @@ async def _entries_json(session: AsyncSession, config: Settings, entries: list[A
     return out
 
 
-def _print_entries(rows: list[dict[str, Any]]) -> None:
+def _print_entries(rows: list[dict[str, Any]], tz: str) -> None:
     for row in rows:
         who = row["who"] or ("mediator" if row["kind"] == "out" else "Relais")
         mark = {"note": " [note]", "system": " [*]", "out": " >"}.get(row["kind"], "")
-        typer.echo(f"{row['at']}{mark} {plain(who)}: {plain(row['text'])}")
+        typer.echo(f"{when(row['at'], tz)}{mark} {plain(who)}: {plain(row['text'])}")
         for media in row["media"]:
             typer.echo(f"    {plain(media['content_type'])}: {media['url']}")
 
@@ -104,46 +109,56 @@ def _print_entries(rows: list[dict[str, Any]]) -> None:
 
 @queue_app.command("list")
 def list_(
-    as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout"),
-    everything: bool = typer.Option(False, "--all", help="Closed tickets too"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON array on stdout."),
+    everything: bool = typer.Option(False, "--all", help="Show closed tickets too."),
 ) -> None:
     """Open and taken tickets, most urgent first, then oldest first."""
-    from bot import queue
+    from bot.domain.tickets import queue
 
-    async def work(session: AsyncSession, config: Settings) -> list[dict[str, Any]]:
+    async def work(session: AsyncSession, services: Services) -> list[dict[str, Any]]:
+        config = services.settings
         now = Clock().now()
         states = (queue.OPEN, queue.TAKEN, queue.CLOSED) if everything else queue.ACTIVE
         items = await queue.list_tickets(session, states)
         return [_ticket_json(item, now, config.timezone) for item in items]
 
-    rows = execute(work)
+    rows = in_transaction(work)
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
     if not rows:
         typer.echo("nobody is waiting")
         return
-    table = Table("id", "priority", "state", "waiting", "person", "lang", "channel",
-                  "mediator", "first words")
+    table = Table()
+    table.add_column("id", no_wrap=True, justify="right")
+    table.add_column("priority", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    table.add_column("waiting", no_wrap=True, justify="right")
+    table.add_column("person", overflow="fold", ratio=2)
+    table.add_column("lang", no_wrap=True)
+    table.add_column("channel", overflow="fold")
+    table.add_column("mediator", overflow="fold", ratio=1)
+    table.add_column("first words", overflow="fold", ratio=3)
     for r in rows:
         table.add_row(str(r["id"]), r["priority"], r["state"], f"{r['waiting_minutes']} min",
                       safe(f"{r['first_name'] or '?'} ({r['person'] or '-'})"),
                       safe(r["language"]), safe(r["channel"]), safe(r["mediator_name"]),
                       safe(r["first_words"] or f"[{r['source']}]"))
-    console(width=160).print(table)
+    console(piped_width=160).print(table)
 
 
 @queue_app.command("show")
 def show(
-    ticket_id: int = typer.Argument(..., metavar="ID"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
+    ticket_id: int = typer.Argument(..., metavar="ID", help=ID_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """One ticket: the person, its last messages, notes, photos and voice notes (signed
     links), a booked callback."""
-    from bot import queue
-    from bot.web.media import media_link
+    from bot.domain.media_links import media_link
+    from bot.domain.tickets import queue
 
-    async def work(session: AsyncSession, config: Settings) -> dict[str, Any]:
+    async def work(session: AsyncSession, services: Services) -> dict[str, Any]:
+        config = services.settings
         now, tz = Clock().now(), config.timezone
         try:
             ticket = await queue.get_ticket(session, ticket_id)
@@ -165,10 +180,12 @@ def show(
             "slot_id": slot.id, "start": _iso(slot.start_at, tz), "phone": slot.phone}
         return data
 
-    data = execute(work)
+    config = settings()
+    data = in_transaction(work, config=config)
     if as_json:
         typer.echo(json.dumps(data, ensure_ascii=False))
         return
+    tz = config.timezone
     typer.echo(plain(
         f"#{data['id']} {data['priority']} {data['state']} - {data['first_name'] or '?'}"
         f" ({data['person']}, {data['language']}, level {data['level'] or '?'}) - "
@@ -176,29 +193,30 @@ def show(
         + (f" - held by {data['mediator_name']}" if data["mediator_name"] else "")))
     if data["messages"]:
         typer.echo("messages:")
-        _print_entries(data["messages"])
+        _print_entries(data["messages"], tz)
     if data["notes"]:
         typer.echo("notes:")
-        _print_entries(data["notes"])
+        _print_entries(data["notes"], tz)
     if data["media"]:
         typer.echo("photos and voice notes:")
         for media in data["media"]:
             typer.echo(f"  {media['id']} {plain(media['content_type'])} {media['url']}")
     if data["callback"]:
         cb = data["callback"]
-        typer.echo(f"callback booked: slot {cb['slot_id']} at {cb['start']} "
+        typer.echo(f"callback booked: slot {cb['slot_id']} at {when(cb['start'], tz)} "
                    f"({plain(cb['phone'])})")
 
 
 @queue_app.command("history")
 def history(
-    ticket_id: int = typer.Argument(..., metavar="ID"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout"),
+    ticket_id: int = typer.Argument(..., metavar="ID", help=ID_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON array on stdout."),
 ) -> None:
     """Everything about a ticket, in order: messages, answers, notes, hand-overs."""
-    from bot import queue
+    from bot.domain.tickets import queue
 
-    async def work(session: AsyncSession, config: Settings) -> list[dict[str, Any]]:
+    async def work(session: AsyncSession, services: Services) -> list[dict[str, Any]]:
+        config = services.settings
         try:
             ticket = await queue.get_ticket(session, ticket_id)
         except queue.QueueError as error:
@@ -206,11 +224,12 @@ def history(
         entries = await queue.history(session, ticket)
         return await _entries_json(session, config, entries, Clock().now(), config.timezone)
 
-    rows = execute(work)
+    config = settings()
+    rows = in_transaction(work, config=config)
     if as_json:
         typer.echo(json.dumps(rows, ensure_ascii=False))
         return
-    _print_entries(rows)
+    _print_entries(rows, config.timezone)
 
 
 # -- acting -------------------------------------------------------------------------------------
@@ -218,18 +237,19 @@ def history(
 
 def _act(as_: str, action: Any) -> str:
     """Run ``action(session, config, now, staff)`` for the staff member ``--as``."""
-    from bot import queue
+    from bot.domain.tickets import queue
 
-    acting = check_address(as_)
+    acting = check_address(as_, "--as")
 
-    async def work(session: AsyncSession, config: Settings) -> str:
-        staff = await _staff(session, acting)
+    async def work(session: AsyncSession, services: Services) -> str:
+        config = services.settings
+        staff = await acting_staff(session, acting)
         try:
             return await action(session, config, Clock().now(), staff)
         except queue.QueueError as error:
             raise _failed(error) from None
 
-    return execute(work)
+    return in_transaction(work)
 
 
 def _undelivered(done: Any) -> str:
@@ -237,13 +257,13 @@ def _undelivered(done: Any) -> str:
 
 
 @queue_app.command("take")
-def take(ticket_id: int = typer.Argument(..., metavar="ID"),
+def take(ticket_id: int = typer.Argument(..., metavar="ID", help=ID_HELP),
          as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
     """Take a ticket: the person is told who answers (first name only)."""
-    from bot import queue
+    from bot.domain.tickets import commands
 
     async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
-        done = await queue.take(session, config, now, ticket_id, staff)
+        done = await commands.take(session, config, now, ticket_id, staff)
         verb = "already held" if done.already else "took"
         return f"{verb} #{ticket_id} as {plain(staff.name)}{_undelivered(done)}"
 
@@ -251,24 +271,31 @@ def take(ticket_id: int = typer.Argument(..., metavar="ID"),
 
 
 @queue_app.command("reply")
-def reply(ticket_id: int = typer.Argument(..., metavar="ID"),
-          text: str = typer.Argument(..., metavar="TEXT"),
+def reply(ticket_id: int = typer.Argument(..., metavar="ID", help=ID_HELP),
+          text: str = typer.Argument(..., metavar="TEXT",
+                                     help="The reply, as the person will read it."),
           as_: str = typer.Option(..., "--as", help=AS_HELP),
           now_: bool = typer.Option(False, "--now",
                                     help="Send now, even in the person's quiet hours "
-                                         "(urgent tickets only)")) -> None:
+                                         "(urgent tickets only).")) -> None:
     """Answer the person (an open ticket is taken first). In their quiet hours, unless they
     wrote in the last hour, the reply waits for the end of them (--now: an urgent ticket's
     reply goes at once)."""
-    from bot import queue
+    from bot.domain.tickets import commands
 
     async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
-        done = await queue.reply(session, config, now, ticket_id, staff, text, urgent=now_)
+        from bot.cli.channels import channel_problem
+        from bot.domain.tickets import queue
+
+        problem = channel_problem(config, (await queue.get_ticket(session, ticket_id)).channel)
+        if problem is not None:  # the reply would wait for ever
+            raise Usage(f"cannot reply to #{ticket_id}: {problem}")
+        done = await commands.reply(session, config, now, ticket_id, staff, text, urgent=now_)
         took = f"took #{ticket_id}; " if done.took else ""
         if done.held_until is not None and done.delivered:
             now_hint = "; --now sends it at once" if done.ticket.priority == "urgent" else ""
             return (f"{took}reply to #{ticket_id} held until "
-                    f"{_iso(done.held_until, config.timezone)} (the person's quiet hours"
+                    f"{when(done.held_until, config.timezone)} (the person's quiet hours"
                     f"{now_hint})")
         sent = "queued to go now (urgent)" if now_ else "queued"
         return f"{took}reply to #{ticket_id} {sent}{_undelivered(done)}"
@@ -277,27 +304,27 @@ def reply(ticket_id: int = typer.Argument(..., metavar="ID"),
 
 
 @queue_app.command("note")
-def note(ticket_id: int = typer.Argument(..., metavar="ID"),
-         text: str = typer.Argument(..., metavar="TEXT"),
+def note(ticket_id: int = typer.Argument(..., metavar="ID", help=ID_HELP),
+         text: str = typer.Argument(..., metavar="TEXT", help="The note, for staff only."),
          as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
     """An internal note: the person never sees it."""
-    from bot import queue
+    from bot.domain.tickets import commands
 
     async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
-        await queue.note(session, now, ticket_id, staff, text)
+        await commands.note(session, now, ticket_id, staff, text)
         return f"note added to #{ticket_id}"
 
     typer.echo(_act(as_, action))
 
 
 @queue_app.command("release")
-def release(ticket_id: int = typer.Argument(..., metavar="ID"),
+def release(ticket_id: int = typer.Argument(..., metavar="ID", help=ID_HELP),
             as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
     """Put a ticket you hold back in the queue."""
-    from bot import queue
+    from bot.domain.tickets import commands
 
     async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
-        done = await queue.release(session, config, now, ticket_id, staff)
+        done = await commands.release(session, config, now, ticket_id, staff)
         return f"#{ticket_id} was not taken" if done.already else f"#{ticket_id} is back in " \
             "the queue"
 
@@ -305,22 +332,22 @@ def release(ticket_id: int = typer.Argument(..., metavar="ID"),
 
 
 @queue_app.command("transfer")
-def transfer(ticket_id: int = typer.Argument(..., metavar="ID"),
+def transfer(ticket_id: int = typer.Argument(..., metavar="ID", help=ID_HELP),
              address: str = typer.Argument(..., metavar="ADDRESS",
-                                           help="The colleague's address"),
+                                           help="The colleague's address."),
              as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
     """Pass a ticket to another staff member, who is told at once."""
-    from bot import queue
+    from bot.domain.tickets import commands
 
-    target_address = check_address(address)
+    target_address = check_address(address, "ADDRESS")
 
     async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
-        from bot.staff import find_staff
+        from bot.domain.staff import find_staff
 
         target = await find_staff(session, target_address)
         if target is None:
-            raise NotFound(f"no staff member at {target_address}")
-        done = await queue.transfer(session, config, now, ticket_id, staff, target)
+            raise NotFound(not_staff(target_address, "ADDRESS"))
+        done = await commands.transfer(session, config, now, ticket_id, staff, target)
         if done.already:
             return f"#{ticket_id} already belongs to {plain(target.name)}"
         duty = "" if target.on_duty else f" ({plain(target.name)} is off duty)"
@@ -330,23 +357,23 @@ def transfer(ticket_id: int = typer.Argument(..., metavar="ID"),
 
 
 @queue_app.command("close")
-def close(ticket_id: int = typer.Argument(..., metavar="ID"),
+def close(ticket_id: int = typer.Argument(..., metavar="ID", help=ID_HELP),
           outcome: str | None = typer.Option(
               None, "--outcome", help="How it ended, a number or a word of the list: "
               "1 resolved, 2 referred, 3 appointment, 4 callback, 5 no-answer, 6 not-needed, "
-              "7 other"),
+              "7 other."),
           note: str | None = typer.Option(None, "--note",
-                                          help="Free text, kept as a note on the ticket"),
+                                          help="Free text, kept as a note on the ticket."),
           as_: str = typer.Option(..., "--as", help=AS_HELP)) -> None:
     """Close a ticket with its outcome; the person is asked whether we helped."""
-    from bot import outcomes, queue
+    from bot.domain.tickets import commands, outcomes
 
     if outcomes.outcome_of(outcome or "") is None:
         given = f"unknown outcome {outcome!r}" if outcome else "missing"
         fail(f"--outcome: {given}; one of {outcomes.described()} (free text goes in --note)")
 
     async def action(session: AsyncSession, config: Settings, now: datetime, staff: Any) -> str:
-        done = await queue.close(session, config, now, ticket_id, staff, outcome, note)
+        done = await commands.close(session, config, now, ticket_id, staff, outcome, note)
         return f"#{ticket_id} was already closed" if done.already else f"closed #{ticket_id}"
 
     typer.echo(_act(as_, action))

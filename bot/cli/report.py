@@ -8,43 +8,35 @@ from typing import Any
 
 import typer
 
-from bot.cli.common import EXIT_USAGE, fail, plain, run, settings, setup_logging
-from bot.cli.root import app
-from bot.clock import Clock
+from bot.cli.common import EXIT_USAGE, fail, plain, run_app, settings
+from bot.core.clock import Clock
 
 
-@app.command("report")
 def report(
-    since: str | None = typer.Option(None, "--since", help="First day (YYYY-MM-DD); "
-                                                           "default: 30 days ago"),
-    until: str | None = typer.Option(None, "--until", help="Last day, included; "
-                                                           "default: today"),
-    as_json: bool = typer.Option(False, "--json", help="One JSON object on stdout"),
-    csv_dir: Path | None = typer.Option(None, "--csv", help="Write CSV tables in this folder"),
-    html_file: Path | None = typer.Option(None, "--html",
-                                          help="Write one self-contained HTML page (French)"),
+    since: str | None = typer.Option(None, "--since", help="The first day (YYYY-MM-DD); "
+                                                           "by default 30 days ago."),
+    until: str | None = typer.Option(None, "--until", help="The last day, included; "
+                                                           "by default today."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    csv_dir: Path | None = typer.Option(None, "--csv",
+                                        help="Write the tables as CSV files in this folder."),
+    html_file: Path | None = typer.Option(
+        None, "--html", help="Write one self-contained HTML page (in French) to this file."),
 ) -> None:
     """Activity figures: people, check-ins, tickets, callbacks, broadcasts, SMS."""
-    from bot import reports
+    from bot.domain import reports
 
-    setup_logging("WARNING")
     config = settings()
     try:
         period = reports.make_period(since, until, config.timezone, Clock().now())
     except reports.ReportError as exc:
         fail(str(exc), EXIT_USAGE)
 
-    async def go() -> dict[str, Any]:
-        from bot.services import open_services
+    async def work(services: Any) -> dict[str, Any]:
+        async with services.sessions() as session:
+            return await reports.build(session, period, config.org_name)
 
-        services = await open_services(config)
-        try:
-            async with services.sessions() as session:
-                return await reports.build(session, period, config.org_name)
-        finally:
-            await services.close()
-
-    data = run(go)
+    data = run_app(work, config=config)
     if csv_dir is not None:
         try:
             files = reports.write_csv(data, csv_dir)

@@ -6,13 +6,13 @@ import asyncio
 import logging
 import signal
 import sys
+from typing import Any
 
 import typer
 from aiohttp import web
 
-from bot.cli.common import run, settings, setup_logging
-from bot.cli.root import app
-from bot.config import Settings
+from bot.cli.common import guarded, run_app, settings, setup_logging
+from bot.core.config import Settings
 
 log = logging.getLogger("relais.serve")
 
@@ -39,10 +39,13 @@ def warn_plain_http(config: Settings) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
-@app.command()
+LOG_LEVEL_HELP = "How much to log on stderr: DEBUG, INFO, WARNING or ERROR."
+
+
 def serve(
-    no_workers: bool = typer.Option(False, "--no-workers", help="Web only: no outbox workers"),
-    log_level: str = typer.Option("INFO", "--log-level"),
+    no_workers: bool = typer.Option(False, "--no-workers",
+                                    help="Serve the web only, without outbox workers."),
+    log_level: str = typer.Option("INFO", "--log-level", help=LOG_LEVEL_HELP),
 ) -> None:
     """Webhooks, outbox workers and scheduler in one process."""
     setup_logging(log_level)
@@ -63,37 +66,24 @@ def serve(
         await runner.cleanup()  # finishes in-flight sends, releases leases
         log.info("stopped")
 
-    run(_go)
+    guarded(_go)  # the web application opens the app itself (bot.web.app)
 
 
-@app.command()
-def worker(log_level: str = typer.Option("INFO", "--log-level")) -> None:
+def worker(log_level: str = typer.Option("INFO", "--log-level", help=LOG_LEVEL_HELP)) -> None:
     """Outbox workers and scheduler without HTTP (extra processes on PostgreSQL)."""
     setup_logging(log_level)
     config = settings()
-    from bot.channels.setup import close_channels, configure_channels
-    from bot.services import open_services
 
-    async def _go() -> None:
-        services = await open_services(config)
-        await configure_channels(services)
-        from bot.rights import plan_daily
+    async def work(services: Any) -> None:
+        from bot.app import background, channels
 
-        await plan_daily(services.sessions, services.settings, services.clock.now())
-        outbox = services.outbox_worker()
-        scheduler = services.scheduler()
-        tasks = [asyncio.create_task(outbox.run()), asyncio.create_task(scheduler.run())]
-        print("relais worker running", flush=True)
-        await _wait_for_signal()
-        log.info("stopping: finishing in-flight sends and jobs")
-        outbox.stop()
-        scheduler.stop()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await close_channels(services)
-        await services.close()
+        async with channels(services), background(services):
+            print("relais worker running", flush=True)
+            await _wait_for_signal()
+            log.info("stopping: finishing in-flight sends and jobs")
         log.info("stopped")
 
-    run(_go)
+    run_app(work, config=config, log_level=None)
 
 
 async def _wait_for_signal() -> None:

@@ -6,88 +6,44 @@ Staff powers come only from here, never from a chat.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import typer
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.addresses import AddressError
 from bot.cli.common import (
-    EXIT_NOT_FOUND,
     EXIT_USAGE,
+    NotFound,
+    Usage,
+    check_address,
     console,
     fail,
+    in_transaction,
     plain,
-    run,
     safe,
-    settings,
-    setup_logging,
 )
-from bot.cli.root import app
-from bot.clock import Clock
-from bot.config import Settings
+from bot.core.clock import Clock
 
-T = TypeVar("T")
+if TYPE_CHECKING:
+    from bot.app import Services
 
 staff_app = typer.Typer(help="Mediators and coordinators.", no_args_is_help=True)
-app.add_typer(staff_app, name="staff")
 
-
-class NotFound(Exception):
-    """Exit 1 with this one line."""
-
-
-class Usage(Exception):
-    """Exit 2 with this one line."""
-
-
-async def in_transaction(
-    config: Settings, work: Callable[[AsyncSession, Settings], Awaitable[T]]
-) -> T:
-    """Open the database (migrating it), run ``work`` in one transaction, close."""
-    from bot.services import open_services
-
-    services = await open_services(config)
-    try:
-        async with services.sessions() as session, session.begin():
-            return await work(session, config)
-    finally:
-        await services.close()
-
-
-def execute(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
-    """Run ``work`` against the configured database; NotFound → exit 1, Usage → exit 2."""
-    setup_logging("WARNING")
-    config = settings()
-    try:
-        return run(lambda: in_transaction(config, work))
-    except NotFound as exc:
-        fail(str(exc), EXIT_NOT_FOUND)
-    except (Usage, AddressError) as exc:
-        fail(str(exc), EXIT_USAGE)
-
-
-def check_address(address: str) -> str:
-    from bot.addresses import parse_address
-
-    try:
-        return str(parse_address(address))
-    except AddressError as exc:
-        fail(f"bad address {exc}", EXIT_USAGE)
+__all__ = ["NotFound", "Usage", "check_address", "staff_app"]
 
 
 @staff_app.command("add")
 def add(
-    address: str = typer.Argument(..., help="sms:+33…, whatsapp:+33…, telegram:ID, or a number"),
-    name: str = typer.Option(..., "--name", help="The name colleagues know them by"),
-    role: str = typer.Option("mediator", "--role", help="mediator or coordinator"),
+    address: str = typer.Argument(..., help="Their address: sms:+33…, whatsapp:+33…, "
+                                            "telegram:ID, or a phone number."),
+    name: str = typer.Option(..., "--name", help="The name colleagues know them by."),
+    role: str = typer.Option("mediator", "--role", help="Their role: mediator or coordinator."),
 ) -> None:
     """Register a staff member (on duty) at this exact address, or update their name and
     role. Staff powers come only from the addresses added: sms:+33… and whatsapp:+33… are
     two addresses (add both if they use both)."""
-    from bot import staff
+    from bot.domain import staff
 
     target = check_address(address)
     if role not in staff.ROLES:
@@ -95,29 +51,31 @@ def add(
     if not name.strip():
         fail("--name must not be empty", EXIT_USAGE)
 
-    async def work(session: AsyncSession, config: Settings) -> bool:
+    async def work(session: AsyncSession, services: Services) -> bool:
+        config = services.settings
         try:
             _member, created = await staff.add_staff(
                 session, target, name=name.strip(), role=role, now=Clock().now(),
                 default_timezone=config.timezone,
             )
         except staff.StaffAddressTaken as exc:
-            fail(str(exc), EXIT_USAGE)
+            raise Usage(str(exc)) from None
         return created
 
-    created = execute(work)
+    created = in_transaction(work)
     typer.echo(f"{'added' if created else 'updated'} {role} {plain(name.strip())} ({target})")
 
 
 @staff_app.command("list")
-def list_(as_json: bool = typer.Option(False, "--json", help="One JSON array on stdout")) -> None:
+def list_(as_json: bool = typer.Option(False, "--json",
+                                      help="Print one JSON array on stdout.")) -> None:
     """Staff members, their addresses and whether they are on duty."""
-    from bot import staff
+    from bot.domain import staff
 
-    async def work(session: AsyncSession, config: Settings) -> list[Any]:
+    async def work(session: AsyncSession, services: Services) -> list[Any]:
         return await staff.list_staff(session)
 
-    rows = execute(work)
+    rows = in_transaction(work)
     if as_json:
         typer.echo(json.dumps([
             {"id": r.id, "address": r.address, "addresses": list(r.addresses), "name": r.name,
@@ -140,46 +98,46 @@ def _unknown(address: str) -> NotFound:
 
 
 @staff_app.command("remove")
-def remove(address: str = typer.Argument(..., help="Their address")) -> None:
+def remove(address: str = typer.Argument(..., help="Their address.")) -> None:
     """Take away staff powers (the person stays a contact)."""
-    from bot.staff import find_staff
+    from bot.domain.staff import find_staff
 
     target = check_address(address)
 
-    async def work(session: AsyncSession, config: Settings) -> str:
+    async def work(session: AsyncSession, services: Services) -> str:
         member = await find_staff(session, target)
         if member is None:
             raise _unknown(target)
         await session.delete(member)
         return member.name
 
-    name = execute(work)
+    name = in_transaction(work)
     typer.echo(f"removed {plain(name)} ({target}) from staff")
 
 
 def _set_duty(address: str, on_duty: bool) -> None:
-    from bot.staff import find_staff
+    from bot.domain.staff import find_staff
 
     target = check_address(address)
 
-    async def work(session: AsyncSession, config: Settings) -> str:
+    async def work(session: AsyncSession, services: Services) -> str:
         member = await find_staff(session, target)
         if member is None:
             raise _unknown(target)
         member.on_duty = on_duty
         return member.name
 
-    name = execute(work)
+    name = in_transaction(work)
     typer.echo(f"{plain(name)} ({target}) is {'on' if on_duty else 'off'} duty")
 
 
 @staff_app.command("on")
-def on(address: str = typer.Argument(..., help="Their address")) -> None:
+def on(address: str = typer.Argument(..., help="Their address.")) -> None:
     """Put a staff member on duty."""
     _set_duty(address, True)
 
 
 @staff_app.command("off")
-def off(address: str = typer.Argument(..., help="Their address")) -> None:
+def off(address: str = typer.Argument(..., help="Their address.")) -> None:
     """Take a staff member off duty."""
     _set_duty(address, False)

@@ -1,6 +1,10 @@
-"""The conversations. Importing this package registers every flow."""
+"""The conversations, listed once: every flow (a table of states), the main menu's items in
+the order people see them, and the jobs the flows own. The engine and the scheduler are
+handed ``MACHINE`` and ``JOBS`` by the composition root (``bot.app``); nothing registers
+itself by being imported."""
 
-from bot.flows import (  # noqa: F401
+from bot.conversation.context import Machine
+from bot.flows import (
     callbacks,
     checkins,
     escalation,
@@ -8,9 +12,26 @@ from bot.flows import (  # noqa: F401
     menu,
     onboarding,
     places,
-    privacy,
     resources,
-    staff,
 )
 
-FLOWS_LOADED = True
+FLOWS = (
+    onboarding.FLOW,
+    menu.FLOW,
+    escalation.FLOW,
+    callbacks.FLOW,
+    checkins.FLOW,
+    resources.FLOW,
+    places.FLOW,
+    forget.FLOW,
+)
+MENU = (
+    escalation.MENU_ITEM,
+    callbacks.MENU_ITEM,
+    resources.MENU_ITEM,
+    places.MENU_ITEM,
+    checkins.MENU_ITEM,
+    menu.LANGUAGE_ITEM,
+)
+MACHINE = Machine.of(FLOWS, MENU)
+JOBS = (*callbacks.JOBS, *checkins.JOBS)

@@ -2,7 +2,7 @@
 cancel the booking (menu, ANNULER, DÉPLACER); be told when staff cancel or a call did not
 reach the person, with other times offered.
 
-Slot rules (free slots, the booking race, reminder times) live in ``bot.slots``; this module
+Slot rules (free slots, the booking race, reminder times) live in ``bot.domain.slots``; this module
 only talks. Times are shown in the person's own time zone with a date pattern that the
 catalogs hold, so translators control it.
 """
@@ -13,23 +13,31 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import phonenumbers
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import slots
-from bot.addresses import PHONE_CHANNELS, AddressError, normalise_phone
-from bot.clock import Clock, minute_floor
-from bot.config import Settings
-from bot.flows.base import STAY, Context, Flow, Next, State, choice, register
-from bot.flows.base import goto as base_goto
+from bot.conversation.context import (
+    STAY,
+    Context,
+    Flow,
+    Machine,
+    MenuItem,
+    Next,
+    State,
+    choice,
+    enter_state,
+    person_context,
+)
+from bot.conversation.context import goto as base_goto
+from bot.core.addresses import PHONE_CHANNELS, AddressError, normalise_phone, show_phone
+from bot.core.clock import minute_floor
+from bot.core.config import Settings
+from bot.core.i18n import N_
+from bot.core.types import Choice, Reply
+from bot.delivery.quiet import may_send_proactive, next_allowed
+from bot.delivery.scheduler import JobContext, JobKind, schedule
+from bot.domain import slots
 from bot.flows.escalation import request_human
-from bot.flows.menu import MenuItem, add_item
-from bot.i18n import N_
-from bot.quiet import may_send_proactive, next_allowed
-from bot.scheduler import current_settings, job, schedule
-from bot.storage.models import Address, Contact, Conversation, Job, Slot
-from bot.types import Choice, Reply
+from bot.storage.models import Contact, Job, Slot
 
 # Date patterns (Babel/CLDR), translated in the catalogs: fr "EEEE d MMMM 'à' H'h'mm" gives
 # "mardi 5 mars à 9h30".
@@ -63,15 +71,6 @@ def clock_time(ctx: Context, moment: datetime) -> str:
     return _.datetime(moment, tz_of(ctx.contact, ctx.settings), _(TIME))
 
 
-def show_phone(e164: str) -> str:
-    """``+33 6 12 34 56 78``: the international form, readable and unambiguous."""
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return e164
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL)
-
-
 def _yes_no(yes: str, no: str) -> tuple[Choice, ...]:
     return (
         choice("yes", yes, "oui", "yes", "ok", "o"),
@@ -96,8 +95,8 @@ async def from_menu(ctx: Context) -> Next:
     return "callbacks.offer"
 
 
-add_item(MenuItem("callback", N_("Be called back"), ("rappel", "appel", "call", "callback"),
-                  from_menu))
+MENU_ITEM = MenuItem("callback", N_("Be called back"), ("rappel", "appel", "call", "callback"),
+                  from_menu)
 
 
 async def cancel_keyword(ctx: Context) -> Next:
@@ -338,7 +337,7 @@ async def leave_message(ctx: Context) -> Next:
     return nxt
 
 
-FLOW = register(
+FLOW = (
     Flow(
         "callbacks",
         {
@@ -357,25 +356,11 @@ FLOW = register(
 # -- outside a conversation: reminders and notices ---------------------------------------------
 
 
-def _settings_payload(settings: Settings) -> dict[str, str]:
-    return {"org_name": settings.org_name, "timezone": settings.timezone,
-            "quiet_hours": settings.quiet_hours}
-
-
-def _job_settings(payload: dict[str, Any]) -> Settings:
-    """The running scheduler's settings; else those saved when the job was planned."""
-    running = current_settings()
-    if running is not None:
-        return running
-    values = payload.get("settings") or {}
-    return Settings.model_construct(**{k: v for k, v in values.items() if v is not None})
-
-
 async def schedule_reminders(
     session: AsyncSession, settings: Settings, slot: Slot, tz: str, now: datetime
 ) -> None:
     due = slots.reminders_due(slot.start_at, tz, settings.quiet, now)
-    payload = {"settings": _settings_payload(settings)}
+    payload: dict[str, Any] = {}
     if "evening" in due:
         await schedule(session, REMIND_EVENING, str(slot.id), due["evening"], payload,
                        about=slot.contact_id)
@@ -385,35 +370,16 @@ async def schedule_reminders(
 
 
 async def context_for(
-    session: AsyncSession, settings: Settings, now: datetime, contact_id: int
+    session: AsyncSession, settings: Settings, now: datetime, contact_id: int,
+    machine: Machine | None = None,
 ) -> Context | None:
-    """A flow context to speak to a person first (no inbound message), on the address they
-    last wrote from, else their first one."""
-    query = select(Contact).where(Contact.id == contact_id)
-    if session.bind.dialect.name == "postgresql":
-        query = query.with_for_update()  # one step at a time per person, as in the engine
-    contact = await session.scalar(query.execution_options(populate_existing=True))
-    if contact is None:
-        return None
-    address = None
-    if contact.last_address_id is not None:
-        address = await session.get(Address, contact.last_address_id)
-    if address is None:
-        address = await session.scalar(
-            select(Address).where(Address.contact_id == contact_id).order_by(Address.id).limit(1)
-        )
-    conversation = await session.get(Conversation, contact_id)
-    if conversation is None:
-        conversation = Conversation(contact_id=contact_id, flow="menu", state="main", data={},
-                                    misunderstood=0, updated_at=now)
-        session.add(conversation)
-    return Context(session=session, settings=settings, clock=Clock(), now=now, contact=contact,
-                   address=address, conversation=conversation)
+    """A flow context to speak to a person first (no inbound message)."""
+    return await person_context(session, settings, now, contact_id, machine=machine)
 
 
 async def goto(ctx: Context, target: Next) -> None:
     """Enter a state outside an inbound event, as a fresh question (nothing misunderstood)."""
-    ctx.conversation.misunderstood = 0
+    enter_state(ctx, f"{ctx.conversation.flow}.{ctx.conversation.state}", fresh=True)
     await base_goto(ctx, target)
 
 
@@ -424,7 +390,8 @@ async def _finish(ctx: Context) -> None:
 
 
 async def tell_slot_lost(
-    session: AsyncSession, settings: Settings, now: datetime, slot: Slot, reason: str
+    session: AsyncSession, settings: Settings, now: datetime, slot: Slot, reason: str,
+    *, machine: Machine,
 ) -> bool:
     """Tell the person their call will not happen (``cancelled`` by staff, or ``no_answer``)
     and offer other times. Sent now unless it is their quiet hours (then planned for the end
@@ -436,20 +403,20 @@ async def tell_slot_lost(
         return False
     tz = tz_of(contact, settings)
     if not may_send_proactive(settings, tz, now, contact.last_inbound_at):
-        payload = {"settings": _settings_payload(settings), "reason": reason,
+        payload = {"reason": reason,
                    "contact_id": slot.contact_id, "start_at": slot.start_at.isoformat()}
         await schedule(session, NOTICE, str(slot.id), next_allowed(settings.quiet, tz, now),
                        payload, about=slot.contact_id)
         return False
-    await _notice(session, settings, now, slot.contact_id, slot.start_at, reason)
+    await _notice(session, settings, now, slot.contact_id, slot.start_at, reason, machine)
     return True
 
 
 async def _notice(
     session: AsyncSession, settings: Settings, now: datetime, contact_id: int,
-    start_at: datetime, reason: str,
+    start_at: datetime, reason: str, machine: Machine,
 ) -> None:
-    ctx = await context_for(session, settings, now, contact_id)
+    ctx = await context_for(session, settings, now, contact_id, machine)
     if ctx is None:
         return
     _ = ctx._
@@ -463,24 +430,21 @@ async def _notice(
     await _finish(ctx)
 
 
-@job(NOTICE)
-async def _notice_job(session: AsyncSession, item: Job, now: datetime) -> None:
-    payload = item.payload
-    settings = _job_settings(payload)
+async def _notice_job(jc: JobContext, item: Job) -> None:
+    session, now, settings, payload = jc.session, jc.now, jc.settings, item.payload
     contact_id = int(payload["contact_id"])
     if await slots.booking_of(session, contact_id) is not None:
         return  # they booked again meanwhile: nothing to offer
     start_at = datetime.fromisoformat(str(payload["start_at"]))
-    await _notice(session, settings, now, contact_id, start_at, str(payload["reason"]))
+    await _notice(session, settings, now, contact_id, start_at, str(payload["reason"]),
+                  jc.machine)
 
 
-async def _booked_context(
-    session: AsyncSession, item: Job, now: datetime
-) -> tuple[Context, Slot] | None:
-    slot = await slots.get_slot(session, int(item.key))
+async def _booked_context(jc: JobContext, item: Job) -> tuple[Context, Slot] | None:
+    slot = await slots.get_slot(jc.session, int(item.key))
     if slot is None or slot.status != slots.BOOKED or slot.contact_id is None:
         return None
-    ctx = await context_for(session, _job_settings(item.payload), now, slot.contact_id)
+    ctx = await context_for(jc.session, jc.settings, jc.now, slot.contact_id, jc.machine)
     return None if ctx is None else (ctx, slot)
 
 
@@ -488,9 +452,9 @@ def _local_date(moment: datetime, tz: str) -> date:
     return moment.astimezone(ZoneInfo(tz)).date()
 
 
-@job(REMIND_EVENING)
-async def _remind_evening(session: AsyncSession, item: Job, now: datetime) -> None:
-    found = await _booked_context(session, item, now)
+async def _remind_evening(jc: JobContext, item: Job) -> None:
+    now = jc.now
+    found = await _booked_context(jc, item)
     if found is None:
         return
     ctx, slot = found
@@ -511,9 +475,8 @@ async def _remind_evening(session: AsyncSession, item: Job, now: datetime) -> No
     await _finish(ctx)
 
 
-@job(REMIND_HOUR)
-async def _remind_hour(session: AsyncSession, item: Job, now: datetime) -> None:
-    found = await _booked_context(session, item, now)
+async def _remind_hour(jc: JobContext, item: Job) -> None:
+    found = await _booked_context(jc, item)
     if found is None:
         return
     ctx, slot = found
@@ -527,3 +490,9 @@ async def _remind_hour(session: AsyncSession, item: Job, now: datetime) -> None:
     ctx.event("callback.reminded", when="hour")
     await _finish(ctx)
 
+
+JOBS = (
+    JobKind(NOTICE, _notice_job),
+    JobKind(REMIND_EVENING, _remind_evening),
+    JobKind(REMIND_HOUR, _remind_hour),
+)

@@ -14,28 +14,32 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot import checkins as rules
-from bot.clock import Clock
-from bot.config import Settings, load_settings
-from bot.flows.base import FLOWS, QUESTION_TTL, Context, Flow, Next, State, choice, register
+from bot.conversation.context import (
+    QUESTION_TTL,
+    Context,
+    Flow,
+    Machine,
+    MenuItem,
+    Next,
+    State,
+    choice,
+    enter_state,
+    last_address,
+    open_context,
+)
+from bot.core.config import Settings
+from bot.core.i18n import N_
+from bot.core.render import choices_to_json
+from bot.core.types import Choice, Reply
+from bot.delivery.quiet import may_send_proactive, next_allowed
+from bot.delivery.scheduler import JobContext, JobKind, schedule
+from bot.domain import checkins as rules
+from bot.domain.tickets.opening import open_ticket
 from bot.flows.escalation import request_human
-from bot.flows.menu import MENU_ITEMS, MenuItem, add_item
-from bot.i18n import N_
-from bot.quiet import may_send_proactive, next_allowed
-from bot.render import choices_to_json
-from bot.scheduler import current_settings, job, schedule
-from bot.storage.models import Address, Checkin, Contact, Conversation, Job
-from bot.types import Choice, Reply
+from bot.storage.models import Checkin, Contact, Job
 
 DATE_FORMAT = N_("EEEE d MMMM 'at' H:mm")  # a CLDR pattern: the first check-in's date
 QUESTION = "checkins.question"
-
-# -- the settings the jobs use --------------------------------------------------------------
-
-def _settings() -> Settings:
-    """The settings of the scheduler running this job (else the environment's)."""
-    return current_settings() or load_settings()
-
 
 # -- opting in and out, from the menu --------------------------------------------------------
 
@@ -136,7 +140,7 @@ async def answered(ctx: Context, choice_id: str) -> Next:
     if choice_id == "ok":
         ctx.say(ctx._("Thank you! Good to hear. Write to us any time."))
         return "checkins.done"
-    if choice_id == "callback" and "callbacks" in FLOWS:
+    if choice_id == "callback" and "callbacks" in ctx.machine.flows:
         return "callbacks.offer"
     nxt = await request_human(ctx, source="checkin")
     if choice_id == "callback":
@@ -157,19 +161,23 @@ async def after_done(ctx: Context, text: str) -> Next:
 # -- the jobs ----------------------------------------------------------------------------------
 
 
-@job(rules.SEND_JOB)
-async def _send_job(session: AsyncSession, item: Job, now: datetime) -> None:
-    await send_checkin(session, _settings(), _id(item.key), now)
+async def _send_job(jc: JobContext, item: Job) -> None:
+    await send_checkin(jc.session, jc.settings, _id(item.key), jc.now, jc.machine)
 
 
-@job(rules.REMIND_JOB)
-async def _remind_job(session: AsyncSession, item: Job, now: datetime) -> None:
-    await remind(session, _settings(), _id(item.key), now)
+async def _remind_job(jc: JobContext, item: Job) -> None:
+    await remind(jc.session, jc.settings, _id(item.key), jc.now, jc.machine)
 
 
-@job(rules.SILENCE_JOB)
-async def _silence_job(session: AsyncSession, item: Job, now: datetime) -> None:
-    await no_news(session, _settings(), _id(item.key), now)
+async def _silence_job(jc: JobContext, item: Job) -> None:
+    await no_news(jc.session, jc.settings, _id(item.key), jc.now, jc.machine)
+
+
+JOBS = (
+    JobKind(rules.SEND_JOB, _send_job),
+    JobKind(rules.REMIND_JOB, _remind_job),
+    JobKind(rules.SILENCE_JOB, _silence_job),
+)
 
 
 def _id(key: str) -> int:
@@ -177,7 +185,8 @@ def _id(key: str) -> int:
 
 
 async def send_checkin(
-    session: AsyncSession, settings: Settings, contact_id: int, now: datetime
+    session: AsyncSession, settings: Settings, contact_id: int, now: datetime,
+    machine: Machine | None = None,
 ) -> Checkin | None:
     """Send the check-in question if the person still wants it and can get it now."""
     contact = await _lock(session, contact_id)
@@ -187,7 +196,7 @@ async def send_checkin(
     if not may_send_proactive(settings, tz, now):
         await rules.plan(session, contact.id, next_allowed(settings.quiet, tz, now))
         return None
-    ctx = await _context(session, settings, contact, now)
+    ctx = await _context(session, settings, contact, now, machine)
     if not _reachable(ctx) or await ctx.open_ticket_of() is not None:
         # STOP, a blocked address, or already with a mediator: skip this one, keep the
         # cadence (START or a closed ticket brings the next one).
@@ -206,7 +215,8 @@ async def send_checkin(
 
 
 async def remind(
-    session: AsyncSession, settings: Settings, checkin_id: int, now: datetime
+    session: AsyncSession, settings: Settings, checkin_id: int, now: datetime,
+    machine: Machine | None = None,
 ) -> None:
     """One gentle reminder when the check-in is still unanswered."""
     checkin, contact = await _open_checkin(session, checkin_id)
@@ -217,7 +227,7 @@ async def remind(
         await schedule(session, rules.REMIND_JOB, rules.checkin_key(checkin.id),
                        next_allowed(settings.quiet, tz, now), about=checkin.contact_id)
         return
-    ctx = await _context(session, settings, contact, now)
+    ctx = await _context(session, settings, contact, now, machine)
     if await ctx.open_ticket_of() is not None:  # they asked for a human meanwhile
         await rules.plan_next(session, contact, settings, now)
         return
@@ -233,18 +243,19 @@ async def remind(
 
 
 async def no_news(
-    session: AsyncSession, settings: Settings, checkin_id: int, now: datetime
+    session: AsyncSession, settings: Settings, checkin_id: int, now: datetime,
+    machine: Machine | None = None,
 ) -> None:
     """Still no answer: a low-priority item for mediators, then the next check-in."""
     checkin, contact = await _open_checkin(session, checkin_id)
     if checkin is None or contact is None:
         return
     wrote = contact.last_inbound_at is not None and contact.last_inbound_at > checkin.sent_at
-    ctx = await _context(session, settings, contact, now)
+    ctx = await _context(session, settings, contact, now, machine)
     # STOP is an answer of its own; a person who wrote, or who is with a mediator, is not
     # silent: no ticket then.
     if contact.opted_out_at is None and not wrote and await ctx.open_ticket_of() is None:
-        await ctx.open_ticket("checkin_silence", priority="low", topic="no news")
+        await open_ticket(ctx, "checkin_silence", priority="low", topic="no news")
         checkin.no_news_at = now
         ctx.event("checkin.silence")
         conversation = ctx.conversation
@@ -280,22 +291,12 @@ async def _lock(session: AsyncSession, contact_id: int) -> Contact | None:
 
 
 async def _context(
-    session: AsyncSession, settings: Settings, contact: Contact, now: datetime
+    session: AsyncSession, settings: Settings, contact: Contact, now: datetime,
+    machine: Machine | None = None,
 ) -> Context:
     """A context for a job, on the address the person last wrote from."""
-    address = (
-        await session.get(Address, contact.last_address_id)
-        if contact.last_address_id is not None else None
-    )
-    conversation = await session.get(Conversation, contact.id)
-    if conversation is None:
-        conversation = Conversation(
-            contact_id=contact.id, flow="menu", state="main", data={}, misunderstood=0,
-            updated_at=now,
-        )
-        session.add(conversation)
-    return Context(session=session, settings=settings, clock=Clock(), now=now,
-                   contact=contact, address=address, conversation=conversation)
+    return await open_context(session, settings, now, contact,
+                              await last_address(session, contact), machine=machine)
 
 
 def _reachable(ctx: Context) -> bool:
@@ -306,34 +307,23 @@ def _reachable(ctx: Context) -> bool:
     )
 
 
-def _set_state(ctx: Context, flow: str, state: str) -> None:
-    conversation = ctx.conversation
-    conversation.flow, conversation.state = flow, state
-    data = dict(conversation.data or {})
-    data.pop("choices", None)
-    conversation.data = data
-    conversation.misunderstood = 0
-    conversation.expires_at = None
-    conversation.updated_at = ctx.now
-
-
 def _enter_question(ctx: Context) -> None:
-    _set_state(ctx, *QUESTION.split("."))
+    enter_state(ctx, QUESTION, fresh=True)
 
 
 def _quiet_menu(ctx: Context) -> None:
     """The main menu's state and choices, without saying the menu."""
-    _set_state(ctx, "menu", "main")
+    enter_state(ctx, "menu.main", fresh=True)
     _ = ctx._
-    choices = tuple(Choice(item.id, _(item.label), item.keywords) for item in MENU_ITEMS)
+    choices = tuple(Choice(item.id, _(item.label), item.keywords) for item in ctx.machine.menu)
     ctx.remember(choices=choices_to_json(choices))
     ctx.conversation.expires_at = ctx.now + QUESTION_TTL
 
 
-add_item(MenuItem("checkins", N_("Someone checks on me regularly"),
-                  ("nouvelles", "checkin", "check-in"), from_menu))
+MENU_ITEM = MenuItem("checkins", N_("Someone checks on me regularly"),
+                  ("nouvelles", "checkin", "check-in"), from_menu)
 
-FLOW = register(
+FLOW = (
     Flow(
         "checkins",
         {

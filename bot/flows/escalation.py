@@ -2,8 +2,8 @@
 after misunderstandings; the wait (and the relay once a mediator holds the ticket); the
 hours when nobody answers; the one question after a close.
 
-The queue itself (take, reply, close…) lives in ``bot.queue``; staff notices in
-``bot.notify``; danger words in ``bot.danger``.
+The queue itself (take, reply, close…) lives in ``bot.domain.tickets.queue``; staff notices in
+``bot.domain.tickets.notify``; danger words in ``bot.domain.danger``.
 """
 
 from __future__ import annotations
@@ -11,20 +11,21 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from bot import hours, notify, queue
-from bot.flows.base import FLOWS, STAY, Context, Flow, Next, State, choice, register
-from bot.quiet import may_send_proactive, next_allowed
-from bot.scheduler import job, schedule
-from bot.storage.models import Job, Outbox, Staff, Ticket
-from bot.types import Reply
+from bot.conversation.choices import yes_no
+from bot.conversation.context import STAY, Context, Flow, MenuItem, Next, State
+from bot.core import hours
+from bot.core.i18n import N_
+from bot.core.text import clean_text
+from bot.core.types import Choice, Reply
+from bot.domain import danger as danger_words
+from bot.domain.tickets import notify, queue
+from bot.domain.tickets.opening import open_ticket
+from bot.storage.models import Staff
 
 if TYPE_CHECKING:
-    from bot.danger import Found
+    from bot.domain.danger import Found
 
 ACK_EVERY = timedelta(minutes=30)
-SATISFACTION_JOB = "ticket.satisfaction"
 DANGER_TOLD = "danger_told"  # conversation data: the ticket whose numbers were sent
 
 
@@ -39,7 +40,7 @@ async def request_human(
     _ = ctx._
     before = await ctx.open_ticket_of()
     prior = before.priority if before is not None else None
-    ticket, created = await ctx.open_ticket(source, priority, topic)
+    ticket, created = await open_ticket(ctx, source, priority, topic)
     if topic and ticket.topic is None:
         ticket.topic = topic
     if created or prior != ticket.priority:
@@ -70,12 +71,12 @@ async def request_human(
 
 async def _call_possible(ctx: Context) -> bool:
     """A callback can be offered: the flow exists, a slot is free, none is booked yet."""
-    if "callbacks" not in FLOWS:
+    if "callbacks" not in ctx.machine.flows:
         return False
     if await queue.pending_callback(ctx.session, ctx.contact.id) is not None:
         return False
     try:
-        from bot.slots import free_slots
+        from bot.domain.slots import free_slots
     except ImportError:  # pragma: no cover - shipped with the callbacks flow
         return True
     return bool(await free_slots(ctx.session, ctx.now, limit=1))
@@ -110,9 +111,8 @@ async def waiting_text(ctx: Context, text: str) -> Next:
 # -- outside opening hours: a call instead? ---------------------------------------------------
 
 
-def _yes_no(ctx: Context) -> tuple:
-    _ = ctx._
-    return (choice("yes", _("Yes"), "oui", "yes", "ok"), choice("no", _("No"), "non", "no"))
+def _yes_no(ctx: Context) -> tuple[Choice, ...]:
+    return yes_no(ctx._)
 
 
 async def after_hours(ctx: Context) -> Next:
@@ -122,7 +122,7 @@ async def after_hours(ctx: Context) -> Next:
 
 
 async def after_hours_answered(ctx: Context, choice_id: str) -> Next:
-    if choice_id == "yes" and "callbacks" in FLOWS:
+    if choice_id == "yes" and "callbacks" in ctx.machine.flows:
         return "callbacks.offer"
     ctx.say(ctx._("All right. You can write your message here."))
     return "ticket.waiting"
@@ -156,12 +156,12 @@ async def offer_answered(ctx: Context, choice_id: str) -> Next:
 def emergency_numbers(
     ctx: Context, categories: tuple[str, ...] = (), language: str | None = None
 ) -> list[str]:
-    """The numbers the categories call for (``bot.danger.NUMBERS``; all of them without a
+    """The numbers the categories call for (``bot.domain.danger.NUMBERS``; all of them without a
     category), in messages of at most 2 SMS segments. Each message's first line says
     nothing a lock screen should not show."""
-    from bot import sms
-    from bot.danger import numbers_for
-    from bot.i18n import Translator
+    from bot.core import sms
+    from bot.core.i18n import Translator
+    from bot.domain.danger import numbers_for
 
     _ = Translator(language) if language else ctx._
     lines = {
@@ -189,16 +189,16 @@ async def danger(ctx: Context, found: Found, text: str) -> None:
     language (else the language they wrote in, when shipped; else French).
 
     After STOP the staff are told all the same, and the numbers still go out where the
-    channel lets Relais write to a stopped person (``bot.danger``); nothing else does."""
-    from bot.danger import NUMBERS_AFTER_STOP_CHANNELS
-    from bot.i18n import Translator
-    from bot.outbox import OPTOUT_KIND
+    channel lets Relais write to a stopped person (``bot.domain.danger``); nothing else does."""
+    from bot.core.i18n import Translator
+    from bot.delivery.outbox import OPTOUT_KIND
+    from bot.domain.danger import NUMBERS_AFTER_STOP_CHANNELS
 
     language = None if ctx.contact.language else found.language
     _ = Translator(language) if language else ctx._
     before = await ctx.open_ticket_of()
     told = before is not None and ctx.recall(DANGER_TOLD) == before.id
-    ticket, _created = await ctx.open_ticket("danger", "urgent", found.category)
+    ticket, _created = await open_ticket(ctx, "danger", "urgent", found.category)
     if ticket.topic is None:
         ticket.topic = found.category
     ctx.event("danger", category=found.category, categories=list(found.categories),
@@ -230,46 +230,7 @@ async def danger(ctx: Context, found: Found, text: str) -> None:
     queue.enter(ctx, "ticket.waiting")
 
 
-# -- after a close: one question ------------------------------------------------------------
-
-
-async def ask_satisfaction(ctx: Context, ticket: Ticket, sink: list[Outbox]) -> None:
-    """"Did we help you?" now, or when the person's quiet hours end. Either way the next
-    message they send starts fresh."""
-    queue.enter(ctx, "menu.main")
-    if not queue.reachable(ctx):
-        return
-    tz = _tz(ctx)
-    if not may_send_proactive(ctx.settings, tz, ctx.now, ctx.contact.last_inbound_at):
-        await schedule(ctx.session, SATISFACTION_JOB, f"ticket:{ticket.id}",
-                       next_allowed(ctx.settings.quiet, tz, ctx.now),
-                       notify.settings_payload(ctx.settings), about=ticket.contact_id)
-        return
-    _ask_satisfaction(ctx, ticket)
-    ctx.flush()
-    sink.extend(ctx.sent)
-
-
-def _ask_satisfaction(ctx: Context, ticket: Ticket) -> None:
-    _ = ctx._
-    queue.enter(ctx, "ticket.satisfaction")
-    ctx.remember(satisfaction_ticket=ticket.id)
-    ctx.ask(Reply(_("Did we help you?"), _yes_no(ctx)))
-
-
-@job(SATISFACTION_JOB)
-async def _satisfaction_job(session: AsyncSession, item: Job, now: datetime) -> None:
-    ticket = await session.get(Ticket, int(item.key.partition(":")[2]))
-    if ticket is None or ticket.state != queue.CLOSED:
-        return
-    ctx = await queue.citizen_context(session, notify.job_settings(item.payload), now,
-                                      ticket.contact_id)
-    wrote = ctx.contact.last_inbound_at
-    if (wrote is not None and ticket.closed_at is not None and wrote > ticket.closed_at) \
-            or not queue.reachable(ctx):
-        return  # they wrote since: the question would only confuse
-    _ask_satisfaction(ctx, ticket)
-    ctx.flush()
+# -- after a close: the answer (the question: ``bot.domain.tickets.satisfaction``) -------
 
 
 async def satisfaction(ctx: Context) -> Next:
@@ -289,7 +250,7 @@ async def satisfaction_text(ctx: Context, text: str) -> Next:
     return "menu.main"  # anything else: a fresh start
 
 
-FLOW = register(
+FLOW = (
     Flow(
         "ticket",
         {
@@ -303,4 +264,26 @@ FLOW = register(
     )
 )
 
-from bot import danger as _danger  # noqa: E402,F401 - registers the danger-words step hook
+
+async def _from_menu(ctx: Context) -> Next:
+    return await request_human(ctx, source="menu")
+
+
+MENU_ITEM = MenuItem("human", N_("Talk to a person"), ("parler", "personne", "talk"), _from_menu)
+
+
+# -- the danger-words step of the engine's pipeline -----------------------------------------
+
+
+async def danger_step(ctx: Context) -> bool:
+    """Danger words in a citizen's message (staff commands are a step of their own, run
+    first): the emergency numbers and an urgent ticket. True when it handled the event."""
+    inbound = ctx.inbound
+    if inbound is None or not inbound.text or inbound.choice_id:
+        return False
+    found = danger_words.match(inbound.text)
+    if found is None:
+        return False
+    text = ctx.message.body if ctx.message is not None and ctx.message.body else inbound.text
+    await danger(ctx, found, clean_text(text))
+    return True

@@ -4,23 +4,24 @@ phone's owner reads it), never "1" or "oui".
 
 The last message ("it is done") is written to the outbox before the erasure, which keeps
 that row, the contact row (emptied) and its addresses; a job deletes that shell once the
-message has left (``bot.rights``). Anonymous events stay for reports.
+message has left (``bot.domain.rights``). Anonymous events stay for reports.
 """
 
 from __future__ import annotations
 
 import secrets
 
-from bot import notify, rights
-from bot.flows.base import Context, Flow, Next, State, choice, register
-from bot.flows.choices import fold
-from bot.staff import staff_for_contact
-from bot.types import Reply
+from bot.conversation.choices import fold
+from bot.conversation.context import Context, Flow, Next, State, choice
+from bot.core.types import Reply
+from bot.domain import rights
+from bot.domain.staff import staff_for_contact
+from bot.domain.tickets import notify
 
 YES = "yes"
 NO = "no"
 CODE_KEY = "forget_code"
-KIND = "forget"  # outbox kind: sent even after STOP (``bot.outbox.STOPPED_MAY_GET``)
+KIND = "forget"  # outbox kind: sent even after STOP (``bot.delivery.outbox.STOPPED_MAY_GET``)
 CODE_CHANNELS = ("sms",)  # the channels whose sender id can be forged
 KEEP_WORDS = frozenset({"non", "no", "n"})
 
@@ -98,7 +99,7 @@ async def answered(ctx: Context, choice_id: str) -> Next:
     return "menu.main!quiet"
 
 
-FLOW = register(
+FLOW = (
     Flow(
         "forget",
         {"confirm": State(enter=ask, on_choice=answered, on_text=code_typed)},

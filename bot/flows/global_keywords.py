@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from bot.conversation import keywords as kw
+from bot.conversation.context import Context, Next
+from bot.delivery.writer import cancel_queued
 from bot.flows import callbacks
-from bot.flows import keywords as kw
-from bot.flows.base import Context, Next, cancel_queued
 from bot.flows.escalation import request_human
 from bot.flows.forget import on_forget
 
@@ -37,7 +38,7 @@ async def on_stop(ctx: Context) -> Next:
 
 async def on_start(ctx: Context) -> Next:
     if ctx.contact.opted_out_at is not None:
-        from bot.rights import unsuppress
+        from bot.storage.suppression import unsuppress
 
         ctx.contact.opted_out_at = None
         ctx.event("optin")

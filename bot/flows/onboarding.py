@@ -8,13 +8,13 @@ step, as everywhere. The language question is also the one LANGUE asks later
 
 from __future__ import annotations
 
-from bot.addresses import Address as AddressValue
-from bot.addresses import timezone_for
-from bot.flows.base import Context, Flow, Next, State, choice, register
-from bot.flows.choices import fold
-from bot.i18n import N_, Translator, language_name, languages
-from bot.places import parse_postcode
-from bot.types import Choice, Reply
+from bot.conversation.choices import fold
+from bot.conversation.context import Context, Flow, Next, State, choice
+from bot.core.addresses import Address as AddressValue
+from bot.core.addresses import timezone_for
+from bot.core.i18n import N_, Translator, language_name, languages
+from bot.core.postcodes import parse_postcode
+from bot.core.types import Choice, Reply
 
 CHOOSE_LANGUAGE = N_("Choose your language:")
 SKIP_WORDS = ("passer", "skip")
@@ -140,7 +140,7 @@ def _is_skip(text: str) -> bool:
     return fold(text) in SKIP_WORDS
 
 
-FLOW = register(
+FLOW = (
     Flow(
         "onboarding",
         {

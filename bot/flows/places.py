@@ -3,13 +3,13 @@ places with address, phone and opening hours in plain words."""
 
 from __future__ import annotations
 
-from bot import places
-from bot.addresses import Address as AddressValue
-from bot.addresses import timezone_for
-from bot.flows.base import STAY, Context, Flow, Next, State, choice, register
-from bot.flows.menu import MenuItem, add_item
-from bot.i18n import N_
-from bot.types import Choice, Reply
+from bot.conversation.context import STAY, Context, Flow, MenuItem, Next, State, choice
+from bot.core import postcodes
+from bot.core.addresses import Address as AddressValue
+from bot.core.addresses import timezone_for
+from bot.core.i18n import N_
+from bot.core.types import Choice, Reply
+from bot.domain import places
 
 RICH_CHANNELS = ("whatsapp", "telegram")  # all places in one message there
 TRIES_BEFORE_HUMAN = 3
@@ -23,7 +23,7 @@ def _yes_no(ctx: Context) -> tuple[Choice, ...]:
 async def start(ctx: Context) -> Next:
     await places.ensure_loaded(ctx.session, ctx.now)
     ctx.remember(tries=0)
-    known = places.parse_postcode(ctx.contact.postcode or "")
+    known = postcodes.parse_postcode(ctx.contact.postcode or "")
     if known:
         ctx.remember(postcode=known)
         return "places.show"
@@ -51,7 +51,7 @@ def _keep(ctx: Context, postcode: str) -> None:
 
 async def postcode_given(ctx: Context, text: str) -> Next:
     _ = ctx._
-    postcode = places.parse_postcode(text)
+    postcode = postcodes.parse_postcode(text)
     if postcode is None:
         tries = int(ctx.recall("tries", 0)) + 1
         ctx.remember(tries=tries)
@@ -67,7 +67,7 @@ async def show(ctx: Context) -> Next:
     _ = ctx._
     postcode = ctx.recall("postcode") or ""
     found = await places.nearest(ctx.session, postcode)
-    ctx.event("places.shown", found=len(found), departement=places.departement(postcode))
+    ctx.event("places.shown", found=len(found), departement=postcodes.departement(postcode))
     if not found:
         ctx.say(_("Sorry, we do not know a help place near {postcode} yet.", postcode=postcode))
         return "places.human"
@@ -100,7 +100,7 @@ async def next_chosen(ctx: Context, choice_id: str) -> Next:
 
 
 async def other_postcode(ctx: Context, text: str) -> Next:
-    postcode = places.parse_postcode(text)
+    postcode = postcodes.parse_postcode(text)
     if postcode is None:
         return None
     _keep(ctx, postcode)
@@ -121,7 +121,7 @@ async def human_answered(ctx: Context, choice_id: str) -> Next:
     return "menu.main"
 
 
-FLOW = register(
+FLOW = (
     Flow(
         "places",
         {
@@ -133,5 +133,5 @@ FLOW = register(
     )
 )
 
-add_item(MenuItem("places", N_("Find a place near me"), ("lieu", "lieux", "place", "places"),
-                  start))
+MENU_ITEM = MenuItem("places", N_("Find a place near me"), ("lieu", "lieux", "place", "places"),
+                  start)

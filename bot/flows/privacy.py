@@ -1,14 +1,13 @@
 """Private data a person sent (a password, a card or social-security number) is masked
-before it is stored (``bot.pii``); this hook kindly tells them, once a day at most, not to
+before it is stored (``bot.core.pii``); this hook kindly tells them, once a day at most, not to
 send such things. It never handles the event itself: the message then goes on as usual."""
 
 from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from bot import pii  # noqa: F401 - registers the private-data detectors
-from bot.flows.base import Context, add_step_hook
-from bot.staff import staff_for_contact
+from bot.conversation.context import Context
+from bot.domain.staff import staff_for_contact
 
 WARN_AGAIN_AFTER = timedelta(hours=24)
 WARNED_AT = "private_data_warned_at"
@@ -29,4 +28,3 @@ async def warn_about_private_data(ctx: Context) -> bool:
     return False
 
 
-add_step_hook(warn_about_private_data, first=True)

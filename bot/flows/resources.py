@@ -3,13 +3,12 @@ then "Did this help?" (no: a person is offered)."""
 
 from __future__ import annotations
 
-from bot import resources
-from bot.flows.base import Context, Flow, Next, State, choice, register
-from bot.flows.choices import number_in
-from bot.flows.menu import MenuItem, add_item
-from bot.i18n import N_
+from bot.conversation.choices import number_in
+from bot.conversation.context import Context, Flow, MenuItem, Next, State, choice
+from bot.core.i18n import N_
+from bot.core.types import Choice, Reply
+from bot.domain import resources
 from bot.storage.models import Resource
-from bot.types import Choice, Reply
 
 PAGE = 5  # resources per message: a theme's list stays within 2 SMS
 MISSES_BEFORE_HUMAN = 2
@@ -148,7 +147,7 @@ async def human_answered(ctx: Context, choice_id: str) -> Next:
     return "menu.main"
 
 
-FLOW = register(
+FLOW = (
     Flow(
         "resources",
         {
@@ -161,5 +160,5 @@ FLOW = register(
     )
 )
 
-add_item(MenuItem("resources", N_("Help with a procedure"),
-                  ("demarche", "demarches", "procedure"), start))
+MENU_ITEM = MenuItem("resources", N_("Help with a procedure"),
+                  ("demarche", "demarches", "procedure"), start)

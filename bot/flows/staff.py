@@ -20,12 +20,14 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import or_, select
 
-from bot import about, counters, notify, outcomes, queue, staff_sms
-from bot.addresses import AddressError
-from bot.flows.base import Context, add_step_hook
-from bot.flows.choices import fold
-from bot.hours import HOUR_MINUTES
-from bot.i18n import Translator
+from bot.conversation.choices import fold
+from bot.conversation.context import Context
+from bot.core.addresses import AddressError
+from bot.core.hours import HOUR_MINUTES
+from bot.core.i18n import Translator
+from bot.domain import staff_sms
+from bot.domain.tickets import commands, notify, outcomes, queue
+from bot.storage import about, counters
 from bot.storage.models import Message, MessageAbout, Slot, Staff, StaffAddress, Ticket
 
 ALIASES = {
@@ -63,7 +65,7 @@ Command = Callable[[Context, Staff, str], Awaitable[None]]
 async def hook(ctx: Context) -> bool:
     if ctx.inbound is None or ctx.address is None:
         return False
-    from bot.staff import staff_address, staff_for_contact
+    from bot.domain.staff import staff_address, staff_for_contact
 
     text = (ctx.message.body if ctx.message is not None else None) or ctx.inbound.text or ""
     registered = await staff_address(ctx.session, ctx.address.channel, ctx.address.external_id)
@@ -197,7 +199,7 @@ def _number(ctx: Context, rest: str, example: str) -> tuple[int | None, str]:
     return number, tail.strip()
 
 
-def _warn_undelivered(ctx: Context, done: queue.Done) -> None:
+def _warn_undelivered(ctx: Context, done: commands.Done) -> None:
     if not done.delivered:
         say(ctx, ctx._("Careful: this person cannot get messages now (STOP, or blocked)."))
 
@@ -259,7 +261,7 @@ async def take(ctx: Context, staff: Staff, rest: str) -> None:
     if number is None:
         return
     try:
-        done = await queue.take(ctx.session, ctx.settings, ctx.now, number, staff)
+        done = await commands.take(ctx.session, ctx.settings, ctx.now, number, staff)
     except queue.QueueError as error:
         say(ctx, error_text(_, error))
         return
@@ -275,7 +277,7 @@ async def reply_to(ctx: Context, staff: Staff, number: int, text: str, confirm: 
                    urgent: bool = False) -> None:
     _ = ctx._
     try:
-        done = await queue.reply(ctx.session, ctx.settings, ctx.now, number, staff, text,
+        done = await commands.reply(ctx.session, ctx.settings, ctx.now, number, staff, text,
                                  urgent=urgent)
     except queue.QueueError as error:
         say(ctx, error_text(_, error))
@@ -346,7 +348,7 @@ async def add_note(ctx: Context, staff: Staff, rest: str) -> None:
     if number is None:
         return
     try:
-        await queue.note(ctx.session, ctx.now, number, staff, text)
+        await commands.note(ctx.session, ctx.now, number, staff, text)
     except queue.QueueError as error:
         if error.code == "empty":
             say(ctx, _("Write the note after the number, like this: /note {id} text",
@@ -363,7 +365,7 @@ async def release(ctx: Context, staff: Staff, rest: str) -> None:
     if number is None:
         return
     try:
-        done = await queue.release(ctx.session, ctx.settings, ctx.now, number, staff)
+        done = await commands.release(ctx.session, ctx.settings, ctx.now, number, staff)
     except queue.QueueError as error:
         say(ctx, error_text(_, error))
         return
@@ -378,7 +380,7 @@ async def close(ctx: Context, staff: Staff, rest: str) -> None:
         return
     outcome, note = outcomes.split(text)  # "2 dossier envoye": referred, and a note
     try:
-        done = await queue.close(ctx.session, ctx.settings, ctx.now, number, staff, outcome,
+        done = await commands.close(ctx.session, ctx.settings, ctx.now, number, staff, outcome,
                                  note)
     except queue.QueueError as error:
         say(ctx, error_text(_, error))
@@ -396,7 +398,7 @@ async def transfer(ctx: Context, staff: Staff, rest: str) -> None:
     if not address:
         say(ctx, _("To whom? For example: /transfer {id} sms:+33612345678", id=number))
         return
-    from bot.staff import find_staff
+    from bot.domain.staff import find_staff
 
     try:
         target = await find_staff(ctx.session, address)
@@ -406,7 +408,7 @@ async def transfer(ctx: Context, staff: Staff, rest: str) -> None:
         say(ctx, _("{address} is not a staff member.", address=address))
         return
     try:
-        done = await queue.transfer(ctx.session, ctx.settings, ctx.now, number, staff, target)
+        done = await commands.transfer(ctx.session, ctx.settings, ctx.now, number, staff, target)
     except queue.QueueError as error:
         say(ctx, error_text(_, error))
         return
@@ -436,7 +438,7 @@ async def callbacks(ctx: Context, staff: Staff, rest: str) -> None:
     if not rows:
         say(ctx, _("No calls for you today."))
         return
-    from bot.flows.callbacks import show_phone
+    from bot.core.addresses import show_phone
     from bot.storage.models import Contact
 
     lines = [_("Your calls today:")]
@@ -462,9 +464,10 @@ async def done(ctx: Context, staff: Staff, rest: str) -> None:
         say(ctx, _("For example: /done 5 reached, or /done 5 no-answer"))
         return
     slot_id = int(parts[0])
-    from bot import events, slots
+    from bot.domain import slots
+    from bot.storage import events
 
-    try:  # the slot's mediator or a coordinator, once the call has begun (bot.slots)
+    try:  # the slot's mediator or a coordinator, once the call has begun (bot.domain.slots)
         slot = await slots.record_outcome(ctx.session, slot_id, outcome, now=ctx.now,
                                           staff=staff)
     except slots.NotYours as refused:
@@ -488,7 +491,8 @@ async def done(ctx: Context, staff: Staff, rest: str) -> None:
         return
     from bot.flows.callbacks import tell_slot_lost
 
-    await tell_slot_lost(ctx.session, ctx.settings, ctx.now, slot, "no_answer")
+    await tell_slot_lost(ctx.session, ctx.settings, ctx.now, slot, "no_answer",
+                         machine=ctx.machine)
     say(ctx, _("Call {id}: no answer. The person is offered another time.", id=slot_id))
 
 
@@ -531,4 +535,3 @@ COMMANDS: dict[str, Command] = {
     "done": done, "on": on, "off": off, "help": show_help, "unknown": show_help,
 }
 
-add_step_hook(hook, first=True)

@@ -13,6 +13,7 @@ from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     ForeignKey,
@@ -27,6 +28,22 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, WriteOnlyMapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
+
+# The values of the status columns: CHECK constraints (migration 0008) hold them.
+OUTBOX_STATUSES = ("queued", "sending", "in_doubt", "sent", "delivered", "read", "failed",
+                   "cancelled")
+JOB_STATUSES = ("queued", "running", "done", "failed")
+TICKET_STATES = ("open", "taken", "closed")
+TICKET_PRIORITIES = ("urgent", "normal", "low")
+ACTIVE_TICKET = "state IN ('open', 'taken')"
+SLOT_STATUSES = ("open", "booked", "cancelled", "done")
+MEDIA_STATES = ("pending", "stored", "too_large", "unavailable")
+BROADCAST_STATUSES = ("scheduled", "sending", "done", "cancelled")
+
+
+def _one_of(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -76,7 +93,7 @@ BigId = BigInteger().with_variant(Integer(), "sqlite")
 class Base(DeclarativeBase):
     """Every table gets ``sqlite_autoincrement``: on SQLite an integer id is then never given
     again after its row is deleted (an erased person's ticket or slot number never names
-    someone else). PostgreSQL sequences never go back anyway. ``tests/test_erasure.py``
+    someone else). PostgreSQL sequences never go back anyway. ``tests/integration/test_erasure.py``
     checks the migrated schema."""
 
     metadata = MetaData(naming_convention=NAMING)
@@ -112,7 +129,7 @@ class Contact(Base):
     created_at: Mapped[datetime]
     last_inbound_at: Mapped[datetime | None]
     last_address_id: Mapped[int | None] = mapped_column(BigId)  # where they last wrote from
-    counted_at: Mapped[datetime | None]  # their first message this month (bot.counters)
+    counted_at: Mapped[datetime | None]  # their first message this month (bot.storage.counters)
     addresses: Mapped[list[Address]] = relationship(back_populates="contact")
 
 
@@ -220,6 +237,7 @@ class Outbox(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
+        CheckConstraint(_one_of("status", OUTBOX_STATUSES), name="status"),
         Index("ix_outbox_claim", "status", "next_attempt_at"),
         Index("ix_outbox_order", "contact_id", "priority", "id"),
         Index("ix_outbox_provider", "channel", "provider_id"),
@@ -260,7 +278,7 @@ class Outbox(Base):
     provider_id: Mapped[str | None] = mapped_column(String(128))
     error_code: Mapped[str | None] = mapped_column(String(32))
     error_reason: Mapped[str | None] = mapped_column(String(500))
-    failure: Mapped[str | None] = mapped_column(String(32))  # bot.channels.base.Failure
+    failure: Mapped[str | None] = mapped_column(String(32))  # bot.core.channel.Failure
     held: Mapped[bool] = mapped_column(Boolean, default=False)  # waits for the person to write
     fallback_of: Mapped[int | None] = mapped_column(ForeignKey("outbox.id", ondelete="SET NULL"))
     broadcast_id: Mapped[int | None] = mapped_column(BigId)
@@ -306,6 +324,7 @@ class Job(Base):
     __tablename__ = "jobs"
     __table_args__ = (
         UniqueConstraint("kind", "key", "due_at"),
+        CheckConstraint(_one_of("status", JOB_STATUSES), name="status"),
         Index("ix_jobs_claim", "status", "run_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -403,7 +422,14 @@ class Ticket(Base):
     """An escalation to a human. One open ticket per person (state open or taken)."""
 
     __tablename__ = "tickets"
-    __table_args__ = (Index("ix_tickets_state", "state", "priority", "created_at"),)
+    __table_args__ = (
+        Index("ix_tickets_state", "state", "priority", "created_at"),
+        CheckConstraint(_one_of("state", TICKET_STATES), name="state"),
+        CheckConstraint(_one_of("priority", TICKET_PRIORITIES), name="priority"),
+        # one open or taken ticket per person
+        Index("uq_tickets_active", "contact_id", unique=True,
+              sqlite_where=text(ACTIVE_TICKET), postgresql_where=text(ACTIVE_TICKET)),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     contact_id: Mapped[int] = mapped_column(
         ForeignKey("contacts.id", ondelete="CASCADE"), index=True
@@ -435,13 +461,16 @@ class TicketNote(Base):
 
 class MediaItem(Base):
     """A citizen's photo, voice note or file: the provider's reference, and the bytes Relais
-    fetched when it arrived (``bot.media_store``; chunks in ``media_chunks``).
+    fetched when it arrived (``bot.domain.media_store``; chunks in ``media_chunks``).
 
     state: pending (not fetched yet), stored, too_large (over ``RELAIS_MEDIA_MAX_MB``, not
     kept), unavailable (the provider no longer gives it)."""
 
     __tablename__ = "media"
-    __table_args__ = (Index("ix_media_contact", "contact_id"),)
+    __table_args__ = (
+        Index("ix_media_contact", "contact_id"),
+        CheckConstraint(_one_of("state", MEDIA_STATES), name="state"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     message_id: Mapped[int] = mapped_column(
         ForeignKey("messages.id", ondelete="CASCADE"), index=True
@@ -460,9 +489,9 @@ class MediaItem(Base):
 
 
 class MediaChunk(Base):
-    """One piece of a stored media file (at most ``bot.media_store.CHUNK`` bytes), so that
+    """One piece of a stored media file (at most ``bot.domain.media_store.CHUNK`` bytes), so that
     ``/media`` streams a file without ever holding it whole. Erased with its media row
-    (foreign key cascade, and ``bot.rights`` deletes media rows with the person)."""
+    (foreign key cascade, and ``bot.domain.rights`` deletes media rows with the person)."""
 
     __tablename__ = "media_chunks"
     media_id: Mapped[int] = mapped_column(
@@ -522,7 +551,10 @@ class Slot(Base):
     """A phone callback slot a mediator opened; one person each."""
 
     __tablename__ = "slots"
-    __table_args__ = (Index("ix_slots_start", "status", "start_at"),)
+    __table_args__ = (
+        Index("ix_slots_start", "status", "start_at"),
+        CheckConstraint(_one_of("status", SLOT_STATUSES), name="status"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     start_at: Mapped[datetime]
     minutes: Mapped[int] = mapped_column(Integer)
@@ -600,7 +632,7 @@ PERSONAL_DATA: tuple[tuple[type[Base], str], ...] = (
 )
 
 # Every table, classified by how it relates to people; export, erasure and retention follow
-# it, and ``tests/test_erasure.py`` fails for a table left out.
+# it, and ``tests/integration/test_erasure.py`` fails for a table left out.
 #   person      a row of the person's own (PERSONAL_DATA gives the column); exported, erased
 #   about       a row about a person written elsewhere (staff-side copies, jobs); erased
 #   ticket      belongs to a person's ticket (notes); erased with the ticket
@@ -617,7 +649,7 @@ DATA_CLASSES: dict[str, str] = {
     "ticket_notes": "ticket",
     "broadcasts": "staff",
     "events": "anonymous",
-    "counters": "anonymous",  # bot.counters: one dimension per row, by day
+    "counters": "anonymous",  # bot.storage.counters: one dimension per row, by day
     "suppressions": "anonymous",
     "resources": "catalogue",
     "places": "catalogue",
@@ -632,7 +664,7 @@ DATA_CLASSES: dict[str, str] = {
 
 # Anonymous: not listed in PERSONAL_DATA (no person, no text; survives erasure and retention).
 class ReportCounter(Base):
-    """One anonymous figure of one day, written when things happen (``bot.counters``).
+    """One anonymous figure of one day, written when things happen (``bot.storage.counters``).
 
     ``name`` says what is counted (``tickets.opened``), ``key`` the value of one dimension
     only (a channel, a source, a departement, a duration bucket; "" for none), ``count`` how
@@ -649,3 +681,35 @@ class ReportCounter(Base):
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, default=0)
     total: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+# -- broadcasts (migration 0002) ------------------------------------------------------------
+# A broadcast keeps its texts and its segment, not its recipients: they are chosen when it is
+# sent (batch by batch, ``cursor`` is the last contact id done) and become outbox rows with
+# ``outbox.broadcast_id``. It holds no personal data except ``test_address`` (a staff
+# member's own address, for ``--test``).
+
+
+
+class Broadcast(Base):
+    """News sent to a segment of contacts. status: scheduled, sending, done, cancelled."""
+
+    __tablename__ = "broadcasts"
+    __table_args__ = (
+        Index("ix_broadcasts_status", "status", "scheduled_at"),
+        CheckConstraint(_one_of("status", BROADCAST_STATUSES), name="status"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    texts: Mapped[dict[str, Any]] = mapped_column(JSON)  # {language: text}; "fr" is the fallback
+    filters: Mapped[dict[str, Any]] = mapped_column(JSON)  # tags, language, postcode, channel
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    scheduled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime]
+    started_at: Mapped[datetime | None]  # the first batch was enqueued
+    enqueued_at: Mapped[datetime | None]  # every batch enqueued
+    finished_at: Mapped[datetime | None]  # nothing left to send (done) or cancelled
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)  # last contact id enqueued
+    test_address: Mapped[str | None] = mapped_column(String(80))
+    # recipients, excluded {reason: n}, by_channel, by_language, sms_segments; and
+    # "settled": the final figures, written once the replies window has closed.
+    totals: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

@@ -14,18 +14,20 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bot.channels.base import BadInput
-from bot.clock import Clock
-from bot.config import Settings
-from bot.outbox import depth
-from bot.services import Services, open_services
+from bot.app import Services, background, channels, open_app
+from bot.core.channel import MAX_BODY, AdapterSpec, BadInput, Route
+from bot.core.clock import Clock
+from bot.core.config import Settings
+from bot.delivery.outbox import depth
+from bot.domain.media_links import ensure_signing_key
 from bot.storage.db import READ_ONLY, ping
+from bot.web import media
 from bot.web.access_log import SafeAccessLogger
+from bot.web.keys import SERVICES
 
 log = logging.getLogger("relais.web")
 
-SERVICES = web.AppKey("services", Services)
-MAX_BODY = 1024 * 1024  # webhooks larger than 1 MiB get 413
+
 # Slow clients: a connection that has not sent a whole request head within HEADER_TIMEOUT
 # seconds (or stays idle that long between requests) is closed; a request body must arrive
 # within BODY_TIMEOUT seconds (408). Long-lived streams (server-sent events) are GETs
@@ -38,9 +40,6 @@ BAD_INPUT_ERRORS: tuple[type[BaseException], ...] = (
     UnicodeDecodeError, json.JSONDecodeError, RecursionError,
 )
 
-# Channel adapters register a function that adds their routes (and gets the services).
-RouteInstaller = Callable[[web.Application], None]
-ROUTE_INSTALLERS: list[RouteInstaller] = []
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -113,6 +112,15 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
+def _mount(app: web.Application, spec: AdapterSpec, route: Route) -> None:
+    """An adapter's webhook, given the hub of the running application."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        return await route.handler(request, request.app[SERVICES].hub(spec))
+
+    app.router.add_route(route.method, route.path, handler)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -120,53 +128,30 @@ def create_app(
     clock: Clock | None = None,
     services: Services | None = None,
 ) -> web.Application:
-    """Build the application; resources open in ``cleanup_ctx`` (closed iff opened)."""
+    """Build the application. Each resource opens in its own lifecycle context (database,
+    channels, background work: ``bot.app``), closed if and only if it was opened."""
     app = web.Application(client_max_size=MAX_BODY, middlewares=[bad_input])
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
-        own = services is None
-        svc = services or await open_services(settings, clock)
-        app[SERVICES] = svc
-        from bot.channels.setup import configure_channels
-
-        await configure_channels(svc)
-        from bot.web.media import ensure_signing_key
-
-        try:  # so that /media itself never writes (it still can, once, if this fails)
-            await ensure_signing_key(svc.sessions)
-        except Exception:  # the server starts anyway; /healthz tells the database is down
-            log.warning("media link key not checked: the database does not answer")
-        tasks: list[asyncio.Task[None]] = []
-        stoppers = []
-        if workers:
-            from bot.rights import plan_daily
-
-            await plan_daily(svc.sessions, svc.settings, svc.clock.now())
-            worker = svc.outbox_worker()
-            scheduler = svc.scheduler()
-            tasks = [asyncio.create_task(worker.run()), asyncio.create_task(scheduler.run())]
-            stoppers = [worker.stop, scheduler.stop]
-            log.info("outbox worker and scheduler started (channels: %s)",
-                     ", ".join(svc.registry.names()) or "none")
-        yield
-        for stop in stoppers:
-            stop()
-        if tasks:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 30)
-        from bot.channels.setup import close_channels
-
-        await close_channels(svc)
-        if own:
-            await svc.close()
+        async with contextlib.AsyncExitStack() as stack:
+            svc = services or await stack.enter_async_context(open_app(settings, clock))
+            app[SERVICES] = svc
+            await stack.enter_async_context(channels(svc))
+            try:  # so that /media itself never writes (it still can, once, if this fails)
+                await ensure_signing_key(svc.sessions)
+            except Exception:  # the server starts anyway; /healthz tells the database is down
+                log.warning("media link key not checked: the database does not answer")
+            if workers:
+                await stack.enter_async_context(background(svc))
+            yield
 
     app.cleanup_ctx.append(resources)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
-    from bot.channels import providers  # noqa: F401 - registers the provider adapters
-    from bot.web import media
-
     media.install(app)
-    for install in ROUTE_INSTALLERS:
-        install(app)
+    from bot.channels import ADAPTERS
+
+    for spec in ADAPTERS:
+        for route in spec.routes:
+            _mount(app, spec, route)
     return app

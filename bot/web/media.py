@@ -1,7 +1,7 @@
 """``GET /media/{id}?exp=…&sig=…``: a citizen's photo, voice note or file, for staff.
 
 Links are signed with a key kept in the database (created when the server starts) and
-expire. The file is the copy Relais fetched when it arrived (``bot.media_store``), streamed
+expire. The file is the copy Relais fetched when it arrived (``bot.domain.media_store``), streamed
 from the database one chunk at a time: a request never holds a whole file, and the
 provider is never called here (its tokens never leave Relais).
 
@@ -18,26 +18,23 @@ non-ASCII or garbage ``sig``/``exp``/id) is refused with 403.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import re
-from datetime import datetime, timedelta
 
 from aiohttp import web
 from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot import media_store
-from bot.i18n import Translator
+from bot.core.i18n import Translator
+from bot.domain import media_store
+from bot.domain.media_links import ensure_signing_key, signature
 from bot.storage.db import read_only
-from bot.storage.keys import generated_key
-from bot.storage.models import KeyValue, MediaChunk, MediaItem
+from bot.storage.models import MediaChunk, MediaItem
+from bot.web.keys import SERVICES
 
 log = logging.getLogger("relais.web.media")
 
-LINK_TTL = timedelta(days=7)
-KEY_NAME = "media_link_key"
 RETRY_AFTER_S = 30  # while a file is still being fetched
 
 # Shown in the browser; everything else is downloaded. Never SVG, HTML, XML or PDF.
@@ -54,50 +51,6 @@ SAFETY_HEADERS = {
 _ID = re.compile(r"[0-9]{1,18}")
 _EXP = re.compile(r"[0-9]{1,12}")
 _SIG = re.compile(r"[0-9a-f]{32}")
-
-
-async def signing_key(session: AsyncSession) -> bytes:
-    """The key, created in the caller's (write) transaction when missing."""
-    return await generated_key(session, KEY_NAME)
-
-
-async def ensure_signing_key(sessions: async_sessionmaker[AsyncSession]) -> bytes:
-    """The key, read without the write lock; created in one short transaction only when it
-    is missing (at start, so ``/media`` itself never writes)."""
-    key = await _stored_key(sessions.kw["bind"])
-    if key is not None:
-        return key
-    async with sessions() as session, session.begin():
-        return await signing_key(session)
-
-
-async def _stored_key(db: AsyncEngine) -> bytes | None:
-    async with read_only(db) as conn:
-        value = await conn.scalar(select(KeyValue.value).where(KeyValue.key == KEY_NAME))
-    return bytes.fromhex(value) if value else None
-
-
-def _signature(key: bytes, media_id: int, expires: int) -> str:
-    message = f"{media_id}:{expires}".encode()
-    return hmac.new(key, message, hashlib.sha256).hexdigest()[:32]
-
-
-async def media_link(
-    session: AsyncSession, base_url: str, media_id: int, now: datetime
-) -> str:
-    """A link staff can open until it expires."""
-    expires = int((now + LINK_TTL).timestamp())
-    sig = _signature(await signing_key(session), media_id, expires)
-    return f"{base_url}/media/{media_id}?exp={expires}&sig={sig}"
-
-
-async def staff_link(
-    session: AsyncSession, base_url: str, media_id: int, now: datetime, _: Translator
-) -> str:
-    """The link, or what to do instead when Relais has no file to show (too large)."""
-    item = await session.get(MediaItem, media_id)
-    said = media_store.notice(_, item.state, item.size) if item is not None else None
-    return said if said is not None else await media_link(session, base_url, media_id, now)
 
 
 def _translator(request: web.Request) -> Translator:
@@ -119,7 +72,7 @@ def _checked(request: web.Request) -> tuple[int, int, str] | None:
 
 
 async def serve_media(request: web.Request) -> web.StreamResponse:
-    from bot.web.app import SERVICES
+
 
     services = request.app[SERVICES]
     _ = _translator(request)
@@ -128,7 +81,7 @@ async def serve_media(request: web.Request) -> web.StreamResponse:
         return _text(403, _("This link is not valid."))
     media_id, expires, sig = checked
     key = await ensure_signing_key(services.sessions)
-    if not hmac.compare_digest(_signature(key, media_id, expires), sig):
+    if not hmac.compare_digest(signature(key, media_id, expires), sig):
         return _text(403, _("This link is not valid."))
     if services.clock.now().timestamp() > expires:
         return _text(410, _("This link has expired: ask for the message again."))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from alembic import context
 
-import bot.broadcast_model  # noqa: F401,E402 - the broadcasts table (migration 0002)
 from bot.storage.models import Base
 
 target_metadata = Base.metadata
