@@ -6,6 +6,7 @@ import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -142,3 +143,24 @@ async def seed(session: AsyncSession, people: list[Person], now: datetime = T0) 
         await session.execute(insert(Tag), tags)
     await session.flush()
     return ids
+
+
+async def to_menu_as_known(dialog: Any, now: datetime, expect_item: str,
+                           **fields: Any) -> list:
+    """A person who went through onboarding already (``fields``: language, postcode,
+    level…): straight to the main menu, which must offer ``expect_item``."""
+    from bot.core.addresses import normalise_phone
+    from bot.storage.models import Address, Contact
+
+    channel, _, external = dialog.address.partition(":")
+    async with dialog.services.sessions() as session, session.begin():
+        contact = Contact(created_at=now, **fields)
+        session.add(contact)
+        await session.flush()
+        if channel in ("sms", "whatsapp"):
+            external = normalise_phone(external)
+        session.add(Address(contact_id=contact.id, channel=channel, external_id=external,
+                            created_at=now, landline=False))
+    got = await dialog.send("MENU")
+    assert expect_item in dialog.last_choices(got), dialog.texts(got)
+    return got

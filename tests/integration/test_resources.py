@@ -14,12 +14,12 @@ import time_machine
 from sqlalchemy import func, select
 
 from bot.core import sms
-from bot.core.addresses import normalise_phone
 from bot.domain import resources
 from bot.storage.db import make_engine, sessionmaker
-from bot.storage.models import Address, Contact, Event, Resource, Ticket
+from bot.storage.models import Event, Resource, Ticket
 from tests.helpers.cli import relais
 from tests.helpers.dialog import Dialog, choose
+from tests.helpers.factories import to_menu_as_known
 
 DATA = Path(__file__).parents[1] / "data"
 NOW = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
@@ -358,18 +358,7 @@ def test_cli_import_of_a_missing_file_is_a_usage_error(db_url, no_dotenv):
 
 async def to_menu(dialog: Dialog, language: str, level: int | None = None) -> list:
     """A person who went through onboarding already: straight to the main menu."""
-    channel, _, external = dialog.address.partition(":")
-    async with dialog.services.sessions() as session, session.begin():
-        contact = Contact(language=language, level=level, created_at=NOW)
-        session.add(contact)
-        await session.flush()
-        if channel in ("sms", "whatsapp"):
-            external = normalise_phone(external)
-        session.add(Address(contact_id=contact.id, channel=channel, external_id=external,
-                            created_at=NOW, landline=False))
-    got = await dialog.send("MENU")
-    assert "resources" in Dialog.last_choices(got), Dialog.texts(got)
-    return got
+    return await to_menu_as_known(dialog, NOW, "resources", language=language, level=level)
 
 
 async def events(services, kind: str) -> list[dict]:
