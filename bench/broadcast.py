@@ -51,6 +51,7 @@ from bench.common import (
     run,
     temp_database,
     vacuum_analyze,
+    write_json,
 )
 from bot.core.config import load_settings
 from bot.storage.models import Contact, Outbox
@@ -314,6 +315,8 @@ async def main() -> int:
     parser.add_argument("--send-limit", type=int, default=-1,
                         help="stop sending after N messages (-1: all, 0: do not send)")
     parser.add_argument("--workers", type=int, default=1, help="outbox workers (1)")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="write the figures there as JSON")
     add_db_arguments(parser)
     args = parser.parse_args()
     if args.contacts < 1 or args.rate <= 0 or args.workers < 1:
@@ -367,6 +370,19 @@ async def main() -> int:
             f"{max(f.rss_after_enqueue, f.rss_after_send):.0f} MB (goal ≤ {RSS_GOAL_MB:.0f}:"
             f" {'met' if rss_ok else 'MISSED'}){share}")
     print_summary(lines)
+    write_json(args.json, {"machine": machine_description(), "goals": {
+        "enqueue_s": ENQUEUE_GOAL_S, "rss_mb": RSS_GOAL_MB}, "backends": {f.backend: {
+            "contacts": f.contacts, "import_s": f.import_s, "preview_s": f.preview_s,
+            "recipients": f.recipients, "enqueue_s": f.enqueue_s, "rows": f.rows,
+            "peak_rss_mb": max(f.rss_after_enqueue, f.rss_after_send),
+            "send": None if f.send is None else {
+                channel: {"sent": stats["sent"], "seconds": stats["seconds"],
+                          "achieved_per_s": (stats["sent"] / stats["seconds"]
+                                             if stats["seconds"] else 0.0),
+                          "throttled": stats["throttled"],
+                          "sent_twice": stats["sent"] - stats["unique"]}
+                for channel, stats in f.send.stats.items()}}
+        for f in results}})
     return status
 
 

@@ -312,8 +312,10 @@ def print_header(title: str, details: Sequence[str]) -> None:
     print(flush=True)
 
 
-def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    """A table with rich when it is installed (it is a dependency), else plain text."""
+def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]],
+                width: int = 120) -> None:
+    """A table with rich when it is installed (it is a dependency), else plain text;
+    ``width``: the narrowest console it is laid out for."""
     try:
         from rich import box
         from rich.console import Console
@@ -326,7 +328,7 @@ def print_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]
         table.add_column(column, justify="left" if index == 0 else "right", no_wrap=True)
     for row in rows:
         table.add_row(*row)
-    Console(width=max(120, shutil.get_terminal_size().columns)).print(table)
+    Console(width=max(width, shutil.get_terminal_size().columns)).print(table)
 
 
 def _plain_table(title: str, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
@@ -496,6 +498,8 @@ def fake_providers_process(conn: Any, ceilings: dict[str, float | None]) -> None
     ``("reset", {kind: ceiling})`` forgets everything and sets a new ceiling;
     ``("count", kind)`` → (messages accepted, throttled); ``("sent", kind, since)`` →
     (provider id, recipient) of the messages accepted from index ``since`` on;
+    ``("sent_times", kind, since)`` → the same with the time each was accepted
+    (``time.monotonic()``, one clock for every process of the machine);
     ``("stats", kind)`` → ``fake_stats``; ``("cpu",)`` → its CPU seconds. Last report:
     kind → ``fake_stats``."""
     asyncio.run(_fake_providers(conn, ceilings))
@@ -566,6 +570,8 @@ async def _fake_providers(conn: Any, ceilings: dict[str, float | None]) -> None:
             return len(fake.sent), fake.throttled
         if operation == "sent":
             return [(m["id"], m["to"]) for m in fake.sent[request[2]:]]
+        if operation == "sent_times":  # (provider id, recipient, time.monotonic() accepted)
+            return [(str(m["id"]), m["to"], m["time"]) for m in fake.sent[request[2]:]]
         if operation == "stats":
             return fake_stats(fake)
         raise ValueError(f"unknown request {request!r}")
@@ -584,3 +590,94 @@ def achieved_rate(times: Sequence[float]) -> float:
         return 0.0
     span = max(times) - min(times)
     return (len(times) - 1) / span if span > 0 else float("inf")
+
+
+# -- figures other scripts read ----------------------------------------------------------------
+
+
+def write_json(path: str | None, figures: dict[str, Any]) -> None:
+    """``--json FILE``: the script's figures, for ``bench/run_all.py`` (NaN becomes null)."""
+    if not path:
+        return
+    import json
+    import math
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+            return None
+        if isinstance(value, dict):
+            return {str(k): clean(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(clean(figures), handle, indent=2, ensure_ascii=False)
+        handle.write("\n")
+
+
+async def one_row_tx_rate(db: BenchDB, rows: int = 1000, concurrency: int = 1) -> float:
+    """The database's ceiling for the work a webhook or an event needs at least: one-row
+    INSERT transactions per second through the same SQLAlchemy engine (a scratch table,
+    dropped afterwards)."""
+    from datetime import UTC, datetime
+
+    from sqlalchemy import Column, DateTime, Integer, MetaData, Table, Text, insert
+
+    scratch = Table(
+        "bench_tx_ceiling", MetaData(),
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("body", Text, nullable=False),
+        Column("at", DateTime(timezone=True), nullable=False),
+    )
+    async with db.engine.begin() as conn:
+        await conn.run_sync(scratch.create)
+    try:
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with gate, db.engine.begin() as conn:
+                await conn.execute(insert(scratch).values(body="Bonjour, j'ai besoin d'aide",
+                                                          at=datetime.now(UTC)))
+
+        for _ in range(20):  # pool connections, compiled statement
+            await one()
+        with Stopwatch() as watch:
+            await asyncio.gather(*(one() for _ in range(rows)))
+    finally:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(scratch.drop)
+    return rate(rows, watch.seconds)
+
+
+def process_rss_mb(pid: int) -> float:
+    """Resident memory of a running process (``VmRSS``), in MB; NaN when unreadable."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return float("nan")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (``/proc/PID/stat``); NaN when
+    unreadable."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def relais_env(settings: dict[str, Any]) -> dict[str, str]:
+    """The environment for a ``relais`` child process from ``load_settings`` keyword values
+    (``twilio_rate`` → ``RELAIS_TWILIO_RATE``); this process's other ``RELAIS_*`` are left
+    out, so only what the bench chose applies."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RELAIS_")}
+    for key, value in settings.items():
+        env[f"RELAIS_{key.upper()}"] = str(value)
+    return env

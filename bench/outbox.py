@@ -45,6 +45,7 @@ from bench.common import (
     run,
     temp_database,
     vacuum_analyze,
+    write_json,
 )
 from bot.core.channel import Registry, SendResult
 from bot.core.types import PRIORITY_BULK, Outbound
@@ -304,6 +305,8 @@ async def main() -> int:
     parser.add_argument("--rows", type=int, default=5000, help="rows per run (5000)")
     parser.add_argument("--rows-per-person", type=int, default=2,
                         help="queued rows per person (2); 1 is a plain broadcast")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="write the figures there as JSON")
     add_db_arguments(parser)
     args = parser.parse_args()
     if args.rows < 1 or args.rows_per_person < 1:
@@ -315,6 +318,7 @@ async def main() -> int:
     ])
     lines: list[str] = []
     status = 0
+    found: dict[str, Any] = {"machine": machine_description(), "goals": GOALS, "backends": {}}
     for backend in backends(args.db):
         try:
             async with temp_database(backend, args.pg_url) as db:
@@ -328,7 +332,14 @@ async def main() -> int:
             status = 1
         print()
         lines.append(summary_line(backend, results))
+        found["backends"][backend] = {
+            "best_rows_per_s": max(r.per_second for r in results),
+            "runs": [{"workers": r.workers, "batch": r.batch, "rows": r.rows,
+                      "rows_per_s": r.per_second, "sent_rows": r.sent_rows,
+                      "statements_per_row": r.statements / max(1, r.rows),
+                      "timed_out": r.timed_out} for r in results]}
     print_summary(lines)
+    write_json(args.json, found)
     return status
 
 

@@ -61,6 +61,7 @@ from bench.common import (
     run,
     temp_database,
     vacuum_analyze,
+    write_json,
 )
 from bench.outbox import empty_tables
 from bot.core.config import Settings, load_settings
@@ -406,6 +407,8 @@ async def main() -> int:
                         help="rate in the settings = ceiling / (1 + margin) (0: equal)")
     parser.add_argument("--batch", type=int, default=None,
                         help="the worker's batch size (default: what relais serve uses)")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="write the figures there as JSON")
     add_db_arguments(parser)
     args = parser.parse_args()
     channels = [c.strip() for c in args.channels.split(",") if c.strip()]
@@ -456,6 +459,12 @@ async def main() -> int:
         lines.append(f"load average {min(loads):.1f}–{max(loads):.1f} on the machine during "
                      f"the runs; {time.perf_counter() - started:.0f} s in all")
     print_summary(lines)
+    write_json(args.json, {"machine": machine_description(), "goal_share": GOAL_SHARE, "runs": [
+        {"backend": r.backend, "channel": r.channel, "label": r.label, "ceiling": r.ceiling,
+         "setting": r.setting, "sent": r.fake.get("sent", 0), "achieved_per_s": r.achieved,
+         "share": r.share, "throttled": r.throttled,
+         "late_p99_ms": 1000 * percentile(r.lateness, 99), "gaps_s": r.gap_lost,
+         "met": r.met} for r in results]})
     return status
 
 

@@ -37,18 +37,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
 import random
+import re
 import shutil
 import socket
 import sys
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from math import nan
 from pathlib import Path
 from typing import Any
@@ -75,12 +79,15 @@ from bench.common import (
     print_header,
     print_summary,
     print_table,
+    process_cpu_seconds,
+    relais_env,
     run,
     serve_parent,
     temp_database,
+    write_json,
 )
 from bench.engine import FIRST, Person, _script
-from bot.storage.models import Message, Outbox
+from bot.storage.models import InboxItem, Message, Outbox
 from tests.fakes.signing import (
     META_SIGNATURE_HEADER,
     TELEGRAM_SECRET_HEADER,
@@ -88,9 +95,14 @@ from tests.fakes.signing import (
     twilio_signature,
 )
 
-GOAL_ACCEPTED = {"sqlite": 320.0, "postgres": 320.0}  # accepted/s at an offered rate ≥ it
+GOAL_ACCEPTED = {"sqlite": 1000.0, "postgres": 1500.0}  # accepted/s at an offered rate ≥ it
 GOAL_P99_S = 0.050
 GOAL_P99_AT = 200.0
+GOAL_E2E_P99_S = 0.300  # webhook → reply accepted by the fake, at GOAL_E2E_AT
+GOAL_E2E_AT = 100.0
+GOAL_OVERLOAD_P99_S = 0.100  # webhook p99 at twice the processing capacity
+GOAL_PROCESSED = {"sqlite": 320.0, "postgres": 600.0}  # inbox rows done/s (PG: 2 processes)
+CAPACITY_RATE = {"sqlite": 800.0, "postgres": 1500.0}  # offered to find the capacity
 KEEP_UP = 0.99  # share of the offered rate that counts as keeping up
 PROVIDERS = ("twilio", "whatsapp", "telegram")
 RELAIS_NUMBER = "+33757000100"
@@ -102,6 +114,7 @@ STATUS_SEQUENCE = {"twilio": ("sent", "delivered"), "whatsapp": ("delivered", "r
 DRAIN_CAP = 20.0  # seconds to wait for responses after the schedule
 SETTLE_CAP = 180.0  # seconds to wait for the app to finish requests the generator gave up on
 OUTBOX_CAP = 60.0  # seconds to wait for the outbox to empty between rates
+INBOX_CAP = 180.0  # seconds to wait for the inbox backlog to be processed
 REQUEST_TIMEOUT = 15.0  # Twilio gives up on a webhook after 15 s
 SEED = 20250611
 
@@ -201,6 +214,8 @@ class Hit:
     body: bytes
     headers: dict[str, str]
     kind: str  # first, answer, keyword, free, redelivery, status
+    ident: str = ""  # an inbound message's provider id (the stored message's provider_id)
+    sender: str = ""  # who sent it (a phone number or a chat id)
 
 
 class Signer:
@@ -222,8 +237,10 @@ class Signer:
     def _twilio_inbound(self, number: str, text: str, kind: str) -> Hit:
         from tests.fakes.twilio import inbound_params, new_sid
 
-        params = inbound_params(number, text, to=RELAIS_NUMBER, message_sid=new_sid("SM"))
-        return self._twilio_form("/webhooks/twilio", params, kind)
+        sid = new_sid("SM")
+        params = inbound_params(number, text, to=RELAIS_NUMBER, message_sid=sid)
+        hit = self._twilio_form("/webhooks/twilio", params, kind)
+        return Hit(hit.path, hit.body, hit.headers, kind, sid, number)
 
     def _twilio_form(self, path: str, params: dict[str, str], kind: str) -> Hit:
         from tests.fakes.twilio import TEST_AUTH_TOKEN
@@ -240,12 +257,14 @@ class Signer:
 
         wa_id = number.lstrip("+")
         name = f"Personne {person}"
+        wamid = new_wamid(wa_id)
         if choice_id:
             payload = inbound_button_reply(wa_id, choice_id, text or choice_id,
-                                           id=new_wamid(wa_id), name=name)
+                                           id=wamid, name=name)
         else:
-            payload = inbound_text(wa_id, text, id=new_wamid(wa_id), name=name)
-        return self._meta(payload, kind)
+            payload = inbound_text(wa_id, text, id=wamid, name=name)
+        hit = self._meta(payload, kind)
+        return Hit(hit.path, hit.body, hit.headers, kind, wamid, number)
 
     def _meta(self, payload: dict[str, Any], kind: str) -> Hit:
         from tests.fakes.whatsapp import encode
@@ -265,7 +284,7 @@ class Signer:
             update = text_update(int(chat), text, update_id=update_id, message_id=self.serial)
         body = json.dumps(update, ensure_ascii=False).encode("utf-8")
         headers = {"Content-Type": "application/json", TELEGRAM_SECRET_HEADER: TELEGRAM_SECRET}
-        return Hit("/webhooks/telegram", body, headers, kind)
+        return Hit("/webhooks/telegram", body, headers, kind, str(update_id), chat)
 
     def status(self, provider_id: str, to: str, state: str) -> Hit:
         self.serial += 1
@@ -316,7 +335,8 @@ def inbound_traffic(signer: Signer, count: int, seconds: float, seed: int,
     for _moment, index, order, text, choice_id, kind in timed[:count]:
         if kind == "redelivery" and (index, order) in last:
             original = last[(index, order)]
-            hits.append(Hit(original.path, original.body, original.headers, "redelivery"))
+            hits.append(Hit(original.path, original.body, original.headers, "redelivery",
+                            original.ident, original.sender))
             continue
         ident = (str(700_000_000 + index) if signer.provider == "telegram"
                  else f"+336{10_000_000 + index:08d}")
@@ -373,6 +393,9 @@ class Sample:
     latency: float  # planned start → end of the response
     done: float  # end of the response, from t0
     lag: float  # how late the generator started the request
+    ident: str = ""  # an inbound message's provider id
+    sender: str = ""
+    at: float = 0.0  # the planned start, on time.monotonic() (the fakes' clock too)
 
     @property
     def ok(self) -> bool:
@@ -401,6 +424,49 @@ class LoadRun:
     outbox_left: int = 0
     drained_in: float | None = None
     settled_in: float | None = 0.0  # for requests given up on: None when still running
+    processes: int = 1  # app processes processing the inbox (``--processes``)
+    label: str = ""  # what the run is for (overload phases, broadcast)
+    # after the inbox: what became of the stored webhooks
+    e2e: list[float] = field(default_factory=list)  # webhook planned → reply accepted, s
+    e2e_missing: int = 0  # measured inbound messages whose reply the fake never accepted
+    processed: int = 0  # inbox rows done in the measured window
+    backlog_after: int | None = None  # inbox rows pending when the schedule ended
+    lag_after: float | None = None  # relais_inbox_lag_seconds then
+    inbox_drained_in: float | None = None  # seconds until no inbox row was pending
+    drain_processed: int = 0  # rows done after the schedule ended, until the inbox was empty
+    during: tuple[float, float] | None = None  # (start, end) of the broadcast enqueue, from t0
+    during_result: Any = None
+    e2e_during: list[float] = field(default_factory=list)
+    checks: dict[str, int] = field(default_factory=dict)  # losses and order (overload)
+
+    @property
+    def processed_rate(self) -> float:
+        """Inbox rows done per second in the measured window (``inbox.done_at``)."""
+        return self.processed / self.seconds
+
+    @property
+    def drain_rate(self) -> float:
+        """Inbox rows done per second while the backlog drained after the schedule."""
+        if not self.inbox_drained_in or self.drain_processed < 20:
+            return nan
+        return self.drain_processed / self.inbox_drained_in
+
+    @property
+    def capacity(self) -> float:
+        """Events processed per second with a backlog to work on: the better of the window
+        (webhooks arriving too) and the drain after it (the inbox workers alone)."""
+        drain = self.drain_rate
+        return max(self.processed_rate, drain if drain == drain else 0.0)
+
+    def e2e_latency(self, q: float) -> float:
+        return percentile(self.e2e, q)
+
+    def latency_during(self, q: float) -> float:
+        """Webhook latency of the requests planned while the broadcast was enqueued."""
+        if self.during is None:
+            return nan
+        start, end = self.during
+        return percentile([s.latency for s in self.accepted if start <= s.planned <= end], q)
 
     @property
     def measured(self) -> list[Sample]:
@@ -448,7 +514,8 @@ async def fire(http: aiohttp.ClientSession, url: str, hit: Hit, target: float, t
     except (aiohttp.ClientError, TimeoutError) as exc:
         status = type(exc).__name__
     done = loop.time()
-    samples.append(Sample(hit.kind, status, target - t0, done - target, done - t0, lag))
+    samples.append(Sample(hit.kind, status, target - t0, done - target, done - t0, lag,
+                          hit.ident, hit.sender, target))
 
 
 async def open_loop(http: aiohttp.ClientSession, url: str, inbound: Iterator[Hit],
@@ -535,9 +602,144 @@ async def idle_cpu_rate(app: Child, seconds: float = 3.0) -> float:
     return (await app.ask("cpu") - before) / (time.perf_counter() - started)
 
 
+async def inbox_pending(db: BenchDB) -> int:
+    async with db.sessions() as session:
+        return await session.scalar(select(func.count()).select_from(InboxItem)
+                                    .where(InboxItem.state == "pending")) or 0
+
+
+async def last_ids(db: BenchDB) -> tuple[int, int, int]:
+    """The highest inbox, message and outbox ids: what a run adds comes after them."""
+    async with db.sessions() as session:
+        return (await session.scalar(select(func.max(InboxItem.id))) or 0,
+                await session.scalar(select(func.max(Message.id))) or 0,
+                await session.scalar(select(func.max(Outbox.id))) or 0)
+
+
+async def scrape_metrics(http: aiohttp.ClientSession, url: str) -> tuple[int, float] | None:
+    """(``relais_inbox_depth{state="pending"}``, ``relais_inbox_lag_seconds``) from
+    ``/metrics``, or None when it does not say."""
+    try:
+        async with http.get(url + "/metrics") as response:
+            text = await response.text()
+    except (aiohttp.ClientError, TimeoutError):
+        return None
+    depth = re.search(r'^relais_inbox_depth\{[^}]*"pending"[^}]*\}\s+(\S+)', text, re.M)
+    lag = re.search(r"^relais_inbox_lag_seconds(?:\{[^}]*\})?\s+(\S+)", text, re.M)
+    if depth is None or lag is None:
+        return None
+    return int(float(depth.group(1))), float(lag.group(1))
+
+
+async def wait_for_inbox(db: BenchDB, cap: float) -> float | None:
+    """Seconds until no inbox row is pending, or None after ``cap`` seconds."""
+    started = time.perf_counter()
+    while True:
+        if await inbox_pending(db) == 0:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > cap:
+            return None
+        await asyncio.sleep(0.1)
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+async def done_times(db: BenchDB, after_id: int) -> list[float]:
+    """When each inbox row after ``after_id`` was done (epoch seconds, the app's clock)."""
+    async with db.sessions() as session:
+        rows = await session.scalars(select(InboxItem.done_at).where(
+            InboxItem.id > after_id, InboxItem.done_at.is_not(None)))
+        return [_aware(moment).timestamp() for moment in rows]
+
+
+async def reply_times(db: BenchDB, fakes: Child, provider: str, since: int, after_message: int,
+                      after_outbox: int) -> dict[str, float]:
+    """Inbound provider id → when the fake accepted the first reply to it. An outbox row
+    answers the person's latest inbound message stored at or before it (the engine writes
+    both with the same ``created_at`` in one transaction, and one person's events are
+    processed one at a time); the row's ``provider_id`` is the fake's id."""
+    accepted = {ident: moment for ident, _to, moment
+                in await fakes.ask(("sent_times", provider, since), timeout=60.0)}
+    inbound: dict[int, list[tuple[datetime, int, str]]] = {}
+    first: dict[str, float] = {}
+    async with db.sessions() as session:
+        for ident, contact, created, number in await session.execute(
+                select(Message.provider_id, Message.contact_id, Message.created_at, Message.id)
+                .where(Message.direction == "in", Message.id > after_message)):
+            inbound.setdefault(contact, []).append((_aware(created), number, ident))
+        replies = await session.execute(
+            select(Outbox.contact_id, Outbox.created_at, Outbox.id, Outbox.provider_id)
+            .where(Outbox.id > after_outbox, Outbox.provider_id.is_not(None),
+                   Outbox.broadcast_id.is_(None)))
+        rows = list(replies)
+    for messages in inbound.values():
+        messages.sort()
+    for contact, created, _id, sent_id in rows:
+        moment = accepted.get(str(sent_id))
+        messages = inbound.get(contact)
+        if moment is None or not messages:
+            continue
+        written = _aware(created)
+        answered = None
+        for message in messages:  # a few per person, in the order they were stored
+            if message[0] <= written:
+                answered = message[2]
+        if answered is not None and (answered not in first or moment < first[answered]):
+            first[answered] = moment
+    return first
+
+
+async def delivery_checks(db: BenchDB, samples: list[Sample], after_message: int,
+                          after_outbox: int) -> dict[str, int]:
+    """Nothing lost, nothing out of order: every accepted inbound webhook is a stored
+    message, every outbox row written has left, and each person's stored messages are in
+    the order that person sent them."""
+    sent: dict[str, list[str]] = {}
+    for sample in sorted(samples, key=lambda s: s.planned):
+        if sample.ok and sample.ident and sample.kind not in ("status", "redelivery"):
+            sent.setdefault(sample.sender, [])
+            if sample.ident not in sent[sample.sender]:
+                sent[sample.sender].append(sample.ident)
+    stored: dict[int, list[str]] = {}
+    contact_of: dict[str, int] = {}
+    async with db.sessions() as session:
+        rows = await session.execute(
+            select(Message.provider_id, Message.contact_id)
+            .where(Message.direction == "in", Message.id > after_message)
+            .order_by(Message.id))
+        for ident, contact in rows:
+            stored.setdefault(contact, []).append(ident)
+            contact_of[ident] = contact
+        unsent = await session.scalar(
+            select(func.count()).select_from(Outbox).where(
+                Outbox.id > after_outbox,
+                Outbox.status.not_in(("sent", "delivered", "read")))) or 0
+    missing = out_of_order = 0
+    for idents in sent.values():
+        missing += sum(1 for ident in idents if ident not in contact_of)
+        contacts = {contact_of[ident] for ident in idents if ident in contact_of}
+        if len(contacts) != 1:
+            continue
+        known = set(idents)
+        order = [ident for ident in stored[contacts.pop()] if ident in known]
+        if order != [ident for ident in idents if ident in contact_of]:
+            out_of_order += 1
+    return {"messages_sent": sum(len(v) for v in sent.values()),
+            "messages_missing": missing, "people": len(sent),
+            "people_out_of_order": out_of_order, "outbox_not_sent": unsent}
+
+
 async def load_run(db: BenchDB, app: Child, fakes: Child, http: aiohttp.ClientSession,
                    url: str, signer: Signer, result: LoadRun, status_share: float,
-                   seed: int, first_person: int, idle_cpu: float) -> LoadRun:
+                   seed: int, first_person: int, idle_cpu: float,
+                   others: tuple[int, ...] = (), during: Any = None,
+                   check: bool = False) -> LoadRun:
+    """One rate. ``others``: pids of extra app processes (``relais worker``), their CPU
+    counted with the app's; ``during``: a coroutine function started once the measured
+    window begins (the broadcast), its result and time span kept; ``check``: the loss and
+    order checks (``delivery_checks``)."""
     count = max(1, int(round(result.rate * (result.preroll + result.seconds))))
     inbound, result.people = inbound_traffic(signer, count, result.preroll + result.seconds,
                                              seed, first_person)
@@ -547,12 +749,24 @@ async def load_run(db: BenchDB, app: Child, fakes: Child, http: aiohttp.ClientSe
         await feed.reset()
     sends_before, throttled_before = await fakes.ask(("count", signer.provider))
     rows_before = await outbox_rows(db)
+    inbox_before, message_before, outbox_before = await last_ids(db)
     result.load = (load_average(), None)
-    app_cpu = await app.ask("cpu")
+    app_cpu = await app.ask("cpu") + sum(process_cpu_seconds(pid) for pid in others)
     app_started = time.perf_counter()
     own_cpu = time.process_time()
+    wall_offset = time.time() - time.monotonic()
+    start = time.monotonic() + 0.05  # open_loop's t0, near enough for the windows below
     stop = asyncio.Event()
     follow = asyncio.create_task(feed.follow(stop)) if feed is not None else None
+    side: asyncio.Task[Any] | None = None
+    if during is not None:
+        async def timed() -> Any:
+            await asyncio.sleep(max(0.0, start + result.preroll + 0.5 - time.monotonic()))
+            began = time.monotonic()
+            outcome = await during()
+            result.during = (began - start, time.monotonic() - start)
+            return outcome
+        side = asyncio.create_task(timed())
     try:
         result.samples, result.unfinished = await open_loop(
             http, url, iter(inbound), feed, status_every, result.rate, count)
@@ -560,23 +774,85 @@ async def load_run(db: BenchDB, app: Child, fakes: Child, http: aiohttp.ClientSe
         stop.set()
         if follow is not None:
             await follow
+    if result.samples:  # the exact t0, from the samples
+        first = min(result.samples, key=lambda s: s.planned)
+        start = first.at - first.planned
     result.offered = sum(1 for i in range(count) if i / result.rate >= result.preroll - 1e-9)
     result.requests = count
     result.generator_cpu = time.process_time() - own_cpu
     result.load = (result.load[0], load_average())
+    scraped = await scrape_metrics(http, url)
+    if scraped is not None:
+        result.backlog_after, result.lag_after = scraped
+    else:
+        result.backlog_after = await inbox_pending(db)
     result.outbox_left = await outbox_active(db)
     if result.unfinished or any(s.status == "TimeoutError" for s in result.samples):
         result.settled_in = await wait_until_settled(db, SETTLE_CAP)
-    result.drained_in = await wait_for_outbox(db, OUTBOX_CAP)
+    schedule_end = time.time()
+    result.inbox_drained_in = await wait_for_inbox(db, INBOX_CAP)
+    if side is not None:
+        result.during_result = await side
+    outbox_in = await wait_for_outbox(db, OUTBOX_CAP)
+    result.drained_in = (None if outbox_in is None or result.inbox_drained_in is None
+                         else result.inbox_drained_in + outbox_in)
     # Once every request is handled and every reply sent: the whole cost of the traffic,
     # less what the app spends idle (scheduler, outbox polling) over the same time.
-    result.app_cpu = (await app.ask("cpu") - app_cpu
-                      - idle_cpu * (time.perf_counter() - app_started))
+    result.app_cpu = (await app.ask("cpu") + sum(process_cpu_seconds(pid) for pid in others)
+                      - app_cpu - idle_cpu * (1 + len(others))
+                      * (time.perf_counter() - app_started))
     result.outbox_rows = await outbox_rows(db) - rows_before
     sends, throttled = await fakes.ask(("count", signer.provider))
     result.sends, result.throttled = sends - sends_before, throttled - throttled_before
     result.status_messages = len(feed.messages) if feed is not None else 0
+    # what the inbox did: rows done in the measured window, and while the backlog drained
+    window = (wall_offset + start + result.preroll,
+              wall_offset + start + result.preroll + result.seconds)
+    done = await done_times(db, inbox_before)
+    result.processed = sum(1 for moment in done if window[0] <= moment < window[1])
+    result.drain_processed = sum(1 for moment in done if moment >= schedule_end)
+    # end to end: the webhook's planned start → the fake accepted the first reply to it
+    replies = await reply_times(db, fakes, signer.provider, sends_before, message_before,
+                               outbox_before)
+    for sample in result.accepted:
+        if not sample.ident or sample.kind in ("status", "redelivery"):
+            continue
+        moment = replies.get(sample.ident)
+        if moment is None:
+            result.e2e_missing += 1
+            continue
+        result.e2e.append(moment - sample.at)
+        if result.during is not None and result.during[0] <= sample.planned <= result.during[1]:
+            result.e2e_during.append(moment - sample.at)
+    if check:
+        result.checks = await delivery_checks(db, result.samples, message_before, outbox_before)
     return result
+
+
+def figures(result: LoadRun) -> dict[str, Any]:
+    """One run for ``--json``."""
+    return {
+        "label": result.label, "backend": result.backend, "provider": result.provider,
+        "processes": result.processes, "rate": result.rate, "seconds": result.seconds,
+        "offered": result.offered, "accepted_per_s": result.steady_rate,
+        "kept_up": result.kept_up, "errors": dict(result.errors),
+        "p50_ms": 1000 * result.latency(50), "p99_ms": 1000 * result.latency(99),
+        "max_ms": 1000 * max((s.latency for s in result.accepted), default=nan),
+        "e2e_p50_ms": 1000 * result.e2e_latency(50), "e2e_p99_ms": 1000 * result.e2e_latency(99),
+        "e2e_count": len(result.e2e), "e2e_missing": result.e2e_missing,
+        "processed_per_s": result.processed_rate, "drain_per_s": result.drain_rate,
+        "capacity_per_s": result.capacity,
+        "backlog_after": result.backlog_after, "lag_after_s": result.lag_after,
+        "inbox_drain_s": result.inbox_drained_in, "drain_s": result.drained_in,
+        "app_cpu_ms_per_request": 1000 * result.app_cpu / max(1, result.requests),
+        "generator_lag_p99_ms": 1000 * percentile([s.lag for s in result.samples], 99),
+        "load": list(result.load), "outbox_rows": result.outbox_rows, "sends": result.sends,
+        "throttled": result.throttled, "checks": result.checks,
+        "during": list(result.during) if result.during else None,
+        "during_p99_ms": 1000 * result.latency_during(99),
+        "during_e2e_p99_ms": 1000 * percentile(result.e2e_during, 99),
+        "during_result": result.during_result,
+    }
 
 
 # -- printing ----------------------------------------------------------------------------------
@@ -588,18 +864,31 @@ def describe(result: LoadRun) -> str:
     lags = [s.lag for s in result.samples]
     errors = result.errors
     drained = (f"sent in {result.drained_in:.1f} s more" if result.drained_in is not None
-               else f"NOT sent within {OUTBOX_CAP:.0f} s")
+               else f"NOT sent within {INBOX_CAP + OUTBOX_CAP:.0f} s")
     mix = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
     slowest = max((s.latency for s in accepted), default=nan)
+    label = f" [{result.label}]" if result.label else ""
+    procs = f", {result.processes} processes" if result.processes > 1 else ""
     lines = [
-        f"{result.backend} {result.provider} at {result.rate:,.0f}/s: {result.offered:,} "
-        f"requests measured after {result.requests - result.offered:,} unmeasured, from "
-        f"{result.people:,} people ({mix})",
+        f"{result.backend} {result.provider}{procs} at {result.rate:,.0f}/s{label}: "
+        f"{result.offered:,} requests measured after {result.requests - result.offered:,} "
+        f"unmeasured, from {result.people:,} people ({mix})",
         f"    {len(accepted):,} accepted, errors: {dict(errors) or 'none'}; steady "
         f"{result.steady_rate:,.1f} accepted/s; latency p50 {ms(result.latency(50))} ms, "
         f"p99 {ms(result.latency(99))} ms, max {ms(slowest)} ms"
         + (f" (status callbacks alone: p99 {ms(result.latency(99, 'status'))} ms)"
            if kinds.get("status") else ""),
+        f"    end to end (planned webhook → reply accepted by the fake): p50 "
+        f"{ms(result.e2e_latency(50))} ms, p99 {ms(result.e2e_latency(99))} ms over "
+        f"{len(result.e2e):,} messages ({result.e2e_missing:,} got no reply)",
+        f"    inbox: {result.processed_rate:,.1f} events processed/s in the window; "
+        f"{result.backlog_after if result.backlog_after is not None else '?'} pending when "
+        f"the schedule ended (lag "
+        f"{result.lag_after if result.lag_after is not None else float('nan'):.1f} s), "
+        + (f"processed {result.inbox_drained_in:.1f} s later"
+           + (f" at {result.drain_rate:,.0f}/s" if result.drain_rate == result.drain_rate
+              else "")
+           if result.inbox_drained_in is not None else f"NOT processed in {INBOX_CAP:.0f} s"),
         f"    generator fired late by p99 {fmt_ms(percentile(lags, 99))} ms, max "
         f"{fmt_ms(max(lags, default=0.0))} ms; CPU per request (handling it, sending the "
         f"replies; idle use taken off): app "
@@ -611,6 +900,17 @@ def describe(result: LoadRun) -> str:
         f"{result.outbox_left:,} still to send when the schedule ended, {drained}; status "
         f"callbacks for {result.status_messages:,} messages",
     ]
+    if result.during is not None:
+        lines.append(
+            f"    during the broadcast enqueue ({result.during[1] - result.during[0]:.1f} s, "
+            f"{result.during_result}): webhook p99 {ms(result.latency_during(99))} ms, end to "
+            f"end p99 {ms(percentile(result.e2e_during, 99))} ms")
+    if result.checks:
+        c = result.checks
+        lines.append(
+            f"    checks: {c['messages_sent']:,} messages from {c['people']:,} people, "
+            f"{c['messages_missing']} not stored, {c['people_out_of_order']} people with "
+            f"messages out of order, {c['outbox_not_sent']} outbox rows not sent")
     if result.settled_in != 0.0:
         lines.append("    requests given up on were still running in the app: " + (
             f"done {result.settled_in:.1f} s later" if result.settled_in is not None
@@ -620,12 +920,18 @@ def describe(result: LoadRun) -> str:
 
 def goal_cells(result: LoadRun) -> str:
     cells = []
+    if result.label:
+        return ""
     goal = GOAL_ACCEPTED.get(result.backend)
     if goal is not None and result.rate >= goal:
         cells.append(f"≥ {goal:.0f}/s: {'met' if result.kept_up else 'MISSED'}")
     if result.rate == GOAL_P99_AT:
         met = result.latency(99) <= GOAL_P99_S and not result.errors
         cells.append(f"p99 ≤ {1000 * GOAL_P99_S:.0f} ms: {'met' if met else 'MISSED'}")
+    if result.rate == GOAL_E2E_AT:
+        met = result.e2e_latency(99) <= GOAL_E2E_P99_S and not result.e2e_missing
+        cells.append(f"end to end p99 ≤ {1000 * GOAL_E2E_P99_S:.0f} ms: "
+                     f"{'met' if met else 'MISSED'}")
     return "; ".join(cells)
 
 
@@ -635,10 +941,13 @@ def ms(value: float) -> str:
 
 def row(result: LoadRun) -> list[str]:
     errors = sum(result.errors.values())
+    name = f"{result.backend}{' ×' + str(result.processes) if result.processes > 1 else ''}"
+    label = f" {result.label}" if result.label else ""
     return [
-        f"{result.backend} {result.rate:,.0f}/s", f"{result.offered:,}",
+        f"{name} {result.rate:,.0f}/s{label}", f"{result.offered:,}",
         f"{result.steady_rate:,.1f}", f"{errors:,}", ms(result.latency(50)),
-        ms(result.latency(99)), ms(max((s.latency for s in result.accepted), default=nan)),
+        ms(result.latency(99)), ms(result.e2e_latency(99)), f"{result.processed_rate:,.0f}",
+        f"{result.backlog_after if result.backlog_after is not None else '?'}",
         ms(percentile([s.lag for s in result.samples], 99)),
         f"{1000 * result.app_cpu / max(1, result.requests):.1f}",
         f"{result.load[0] or 0:.1f}",
@@ -652,12 +961,14 @@ def summary_line(backend: str, provider: str, seconds: float, runs: list[LoadRun
         errors = sum(r.errors.values())
         kind = f" ({r.errors.most_common(1)[0][0]})" if errors else ""
         parts.append(
-            f"{r.rate:,.0f}/s → {r.steady_rate:,.0f} accepted/s, {errors} errors{kind}, p50 "
-            f"{ms(r.latency(50))} / p99 {ms(r.latency(99))} / max "
-            f"{ms(max((s.latency for s in r.accepted), default=nan))} ms, app CPU "
+            f"{r.rate:,.0f}/s{' ' + r.label if r.label else ''} → {r.steady_rate:,.0f} "
+            f"accepted/s, {errors} errors{kind}, p50 {ms(r.latency(50))} / p99 "
+            f"{ms(r.latency(99))} ms, end to end p99 {ms(r.e2e_latency(99))} ms, "
+            f"{r.processed_rate:,.0f} processed/s, app CPU "
             f"{1000 * r.app_cpu / max(1, r.requests):.1f} ms/request")
     goals = "; ".join(f"{r.rate:,.0f}/s {goal_cells(r)}" for r in runs if goal_cells(r))
-    return (f"webhooks {backend} ({provider}, {seconds:g} s per rate, open loop): "
+    procs = f", {runs[0].processes} processes" if runs and runs[0].processes > 1 else ""
+    return (f"webhooks {backend} ({provider}{procs}, {seconds:g} s per rate, open loop): "
             f"{'; '.join(parts)}" + (f"; goals: {goals}" if goals else ""))
 
 
@@ -675,6 +986,136 @@ def log_problems(path: str) -> list[str]:
     return [f"{n} × {text}" for text, n in found.most_common(5)]
 
 
+# -- more processes: ``relais worker``, the broadcast, a bare handler ----------------------------
+
+
+@asynccontextmanager
+async def worker_process(settings: dict[str, Any], log_path: str) -> AsyncIterator[int]:
+    """``relais worker`` (inbox workers, outbox worker, scheduler) on the same database and
+    fake; its pid. Run from an empty folder, so that no ``.env`` is read."""
+    folder = tempfile.mkdtemp(prefix="relais-bench-worker-")
+    root = str(Path(__file__).resolve().parent.parent)
+    env = relais_env({k: v for k, v in settings.items() if k not in ("port", "host")})
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    with open(log_path, "ab") as log:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "worker", "--log-level", "WARNING", cwd=folder,
+            env=env, stdout=asyncio.subprocess.PIPE, stderr=log)
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60.0)
+        if b"running" not in line:
+            raise RuntimeError(f"relais worker did not start (said {line!r}; log {log_path})")
+        yield process.pid
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            try:
+                await asyncio.wait_for(process.wait(), 30.0)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def broadcast_process(conn: Any, url: str) -> None:
+    """A ``Child`` target: ``relais broadcast send`` to every contact, on request: "send" →
+    (seconds to create and enqueue it, rows); "cancel" → rows cancelled."""
+    asyncio.run(_broadcast(conn, url))
+
+
+async def _broadcast(conn: Any, url: str) -> None:
+    from bench.broadcast import TEXTS
+    from bot.core.clock import Clock
+    from bot.core.config import load_settings
+    from bot.domain import broadcasts as bc
+    from bot.storage.db import make_engine, sessionmaker
+
+    engine = make_engine(url)
+    sessions = sessionmaker(engine)
+    settings = load_settings(env_file=None, database_url=url, quiet_hours="00:00-00:01")
+    clock = Clock()
+    made: list[int] = []
+
+    async def handle(request: Any) -> Any:
+        if request == "send":
+            started = time.perf_counter()
+            async with sessions() as session, session.begin():
+                broadcast = await bc.create(session, bc.Segment(), TEXTS, clock.now())
+            rows = await bc.enqueue_all(sessions, broadcast.id, settings, clock)
+            made.append(broadcast.id)
+            return {"seconds": time.perf_counter() - started, "rows": rows}
+        if request == "cancel":
+            cancelled = 0
+            for broadcast_id in made:
+                async with sessions() as session, session.begin():
+                    try:
+                        cancelled += await bc.cancel(session, broadcast_id, clock.now())
+                    except bc.BroadcastError:
+                        pass
+            return cancelled
+        raise ValueError(f"unknown request {request!r}")
+
+    try:
+        conn.send("ready")
+        await serve_parent(conn, handle)
+    finally:
+        await engine.dispose()
+    conn.send(None)
+
+
+def bare_process(conn: Any, port: int) -> None:
+    """A ``Child`` target: an aiohttp app whose only handler reads the body and answers 200
+    (the ceiling of any webhook handler under this generator)."""
+    from aiohttp import web
+
+    async def hook(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(text="ok")
+
+    async def go() -> None:
+        app = web.Application()
+        app.router.add_post("/{tail:.*}", hook)
+        runner = web.AppRunner(app, handle_signals=False)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", port).start()
+        conn.send("ready")
+
+        async def handle(request: Any) -> Any:
+            return time.process_time()
+
+        try:
+            await serve_parent(conn, handle)
+        finally:
+            await runner.cleanup()
+        conn.send(time.process_time())
+
+    asyncio.run(go())
+
+
+async def bare_ceiling(args: argparse.Namespace, rate: float) -> LoadRun:
+    """The same generator and traffic against ``bare_process``: accepted/s and latency."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    result = LoadRun("bare", args.provider, rate, args.seconds, min(args.preroll, 1.0),
+                     label="bare aiohttp handler")
+    async with Child("bare handler", bare_process, port):
+        signer = Signer(args.provider, url)
+        count = max(1, int(round(rate * (result.preroll + result.seconds))))
+        inbound, result.people = inbound_traffic(signer, count, result.preroll
+                                                 + result.seconds, SEED, 1)
+        connector = aiohttp.TCPConnector(limit=args.connections)
+        timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
+            result.load = (load_average(), None)
+            result.samples, result.unfinished = await open_loop(
+                http, url, iter(inbound), None, 0, rate, count)
+            result.load = (result.load[0], load_average())
+    result.offered = sum(1 for i in range(count) if i / rate >= result.preroll - 1e-9)
+    result.requests = count
+    return result
+
+
 # -- main --------------------------------------------------------------------------------------
 
 
@@ -683,43 +1124,98 @@ async def bench_backend(db: BenchDB, args: argparse.Namespace, rates: list[float
     print(f"{db.backend}: {db.where} ({db.backend} {db.server_version})", flush=True)
     folder = tempfile.mkdtemp(prefix="relais-bench-log-")
     log_path = os.path.join(folder, "relais.log")
+    worker_log = os.path.join(folder, "worker.log")
     results: list[LoadRun] = []
     try:
+        if args.broadcast:
+            from bench.broadcast import import_contacts
+
+            seconds, summary, _rss = await import_contacts(db, args.broadcast)
+            print(f"  {args.broadcast:,} contacts imported in {seconds:.1f} s ({summary})",
+                  flush=True)
         async with Child("fake provider", fake_providers_process,
                          {args.provider: FAKE_CEILING}) as fakes:
             port = free_port()
             settings = app_settings(args.provider, db.url, port, fakes.ready[args.provider])
-            async with Child("relais app", app_process, settings, log_path,
-                             args.app_log_level, args.app_profile) as app:
+            if args.broadcast:  # bulk may go out now, at a provider's realistic rate
+                settings["quiet_hours"] = "00:00-00:01"
+                settings[f"{args.provider}_rate"] = (
+                    args.broadcast_rate)
+            async with contextlib.AsyncExitStack() as stack:
+                app = await stack.enter_async_context(
+                    Child("relais app", app_process, settings, log_path, args.app_log_level,
+                          args.app_profile))
+                others: tuple[int, ...] = ()
+                for _ in range(args.processes - 1):
+                    pid = await stack.enter_async_context(worker_process(settings, worker_log))
+                    others += (pid,)
+                caster = (await stack.enter_async_context(
+                    Child("broadcast", broadcast_process, db.url)) if args.broadcast else None)
                 url = settings["public_url"]
                 idle = await idle_cpu_rate(app)
-                print(f"  app on {url} (channels: {', '.join(app.ready['channels'])}), "
-                      f"fake {args.provider} at {fakes.ready[args.provider]}, log at "
+                print(f"  app on {url} (channels: {', '.join(app.ready['channels'])})"
+                      + (f" and {len(others)} relais worker process(es)" if others else "")
+                      + f", fake {args.provider} at {fakes.ready[args.provider]}, log at "
                       f"{args.app_log_level}; idle, the app uses {1000 * idle:.1f} ms of CPU "
                       f"per second", flush=True)
                 signer = Signer(args.provider, url)
                 connector = aiohttp.TCPConnector(limit=args.connections)
                 timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT)
                 async with aiohttp.ClientSession(connector=connector, timeout=timeout) as http:
-                    for index, rate in enumerate(rates):
+                    index = 0
+
+                    async def one(rate: float, seconds: float, preroll: float, label: str = "",
+                                  during: Any = None, check: bool = False) -> LoadRun:
+                        nonlocal index
                         warning = busy_warning(load_average())
                         if warning:
                             print(f"  {warning}", flush=True)
-                        result = LoadRun(db.backend, args.provider, rate, args.seconds,
-                                         args.preroll)
+                        result = LoadRun(db.backend, args.provider, rate, seconds, preroll,
+                                         processes=args.processes, label=label)
                         await load_run(db, app, fakes, http, url, signer, result,
                                        args.status_share, SEED + index,
-                                       (index + 1) * 1_000_000, idle)
+                                       (index + 1) * 1_000_000, idle, others, during, check)
+                        index += 1
                         print(describe(result), flush=True)
                         results.append(result)
                         await asyncio.sleep(1.0)
+                        return result
+
+                    if args.overload:
+                        offered = args.capacity_rate or CAPACITY_RATE[db.backend]
+                        found = await one(offered, args.seconds, min(args.preroll, 2.0),
+                                          "capacity")
+                        capacity = found.capacity
+                        print(f"  processing capacity: {capacity:,.0f} events/s "
+                              f"({found.processed_rate:,.0f}/s while webhooks arrived, "
+                              f"{found.drain_rate:,.0f}/s draining the backlog after)",
+                              flush=True)
+                        if not found.backlog_after:
+                            print(f"  no backlog at {offered:,.0f}/s: the capacity is above "
+                                  f"{capacity:,.0f} events/s (offer more: --capacity-rate)")
+                        await one(round(2 * capacity), args.overload_seconds, 0.0,
+                                  "2× capacity", check=True)
+                    for rate in rates:
+                        during = None
+                        if caster is not None:
+                            async def during() -> Any:
+                                assert caster is not None
+                                return await caster.ask("send", timeout=300.0)
+                        await one(rate, args.seconds, args.preroll,
+                                  "broadcast" if caster is not None else "", during,
+                                  check=caster is not None)
+                        if caster is not None:
+                            await caster.ask("cancel", timeout=120.0)
+                            await wait_for_outbox(db, OUTBOX_CAP)
         fake_final = fakes.final or {}
         unexpected = fake_final.get(args.provider, {}).get("unexpected_sample", [])
         if unexpected:
             print(f"  the fake found requests malformed, e.g. {unexpected[0]}")
-        problems = log_problems(log_path)
-        if problems:
-            print("  the app logged:\n" + "\n".join(f"    {p}" for p in problems))
+        for path in (log_path, worker_log):
+            problems = log_problems(path)
+            if problems:
+                print(f"  {'the app' if path == log_path else 'relais worker'} logged:\n"
+                      + "\n".join(f"    {p}" for p in problems))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     return results
@@ -734,9 +1230,10 @@ def parse_rates(text: str) -> list[float]:
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--rate", type=parse_rates, default=[100.0, 200.0, 320.0],
+    parser.add_argument("--rate", type=parse_rates, default=None,
                         help="webhooks per second, comma-separated for several runs "
-                        "(100,200,320)")
+                        "(100,200 then the accepted goal: 1000 on SQLite, 1500 on PostgreSQL;"
+                        " none with --overload)")
     parser.add_argument("--seconds", type=float, default=10.0,
                         help="measured seconds per rate (10)")
     parser.add_argument("--preroll", type=float, default=5.0,
@@ -747,6 +1244,27 @@ async def main() -> int:
                         help="share of the slots carrying a status callback (0.25)")
     parser.add_argument("--connections", type=int, default=128,
                         help="the generator's pool of keep-alive connections (128)")
+    parser.add_argument("--processes", type=int, default=1, choices=(1, 2, 3, 4),
+                        help="app processes: relais serve, plus N-1 relais worker "
+                        "(PostgreSQL only; 1)")
+    parser.add_argument("--overload", action="store_true",
+                        help="find the processing capacity (events done/s at "
+                        "--capacity-rate), then offer twice it for --overload-seconds: "
+                        "webhook p99, the backlog's drain, nothing lost, order kept")
+    parser.add_argument("--capacity-rate", type=float, default=None,
+                        help="offered rate to find the capacity (800 SQLite, 1500 PostgreSQL)")
+    parser.add_argument("--overload-seconds", type=float, default=10.0,
+                        help="seconds at twice the capacity (10)")
+    parser.add_argument("--broadcast", type=int, default=0, metavar="CONTACTS",
+                        help="import CONTACTS contacts first; in each rate's measured window, "
+                        "a broadcast to all of them is enqueued (by another process)")
+    parser.add_argument("--broadcast-rate", type=float, default=100.0,
+                        help="the channel's send rate with --broadcast (100/s)")
+    parser.add_argument("--bare", type=float, default=None, metavar="RATE",
+                        help="no Relais: the same generator against a bare aiohttp handler "
+                        "at RATE/s (the ceiling of any handler here)")
+    parser.add_argument("--json", default=None, metavar="FILE",
+                        help="write the figures there as JSON")
     parser.add_argument("--app-log-level", default="INFO",
                         choices=("DEBUG", "INFO", "WARNING", "ERROR"),
                         help="the app's log level, to a file (INFO, as relais serve)")
@@ -759,15 +1277,29 @@ async def main() -> int:
         parser.error("--seconds must be in (0, 600], --preroll in [0, 120]")
     if not 0 <= args.status_share <= 0.5:
         parser.error("--status-share must be in [0, 0.5]")
-    rates: list[float] = args.rate
+    if args.processes > 1 and args.db != "postgres":
+        parser.error("--processes > 1 needs --db postgres (SQLite has one writer)")
     share = args.status_share if args.provider in STATUS_SEQUENCE else 0.0
+    if args.bare:
+        print_header("Bare aiohttp handler under the webhook generator", [
+            machine_description(), "the handler and this generator share the cores"])
+        result = await bare_ceiling(args, args.bare)
+        print(f"bare handler at {args.bare:,.0f}/s offered: {result.steady_rate:,.0f} "
+              f"accepted/s, errors {dict(result.errors) or 'none'}, p50 "
+              f"{ms(result.latency(50))} ms, p99 {ms(result.latency(99))} ms; generator late "
+              f"by p99 {fmt_ms(percentile([s.lag for s in result.samples], 99))} ms")
+        write_json(args.json, {"bare": figures(result), "machine": machine_description()})
+        return 0
     print_header("Relais webhook benchmark", [
         machine_description(),
-        f"{args.provider} webhooks at {', '.join(f'{r:,.0f}' for r in rates)}/s for "
-        f"{args.seconds:g} s each after {args.preroll:g} s unmeasured, open loop over "
-        f"{args.connections} connections; "
-        f"{100 * share:.0f} % of the slots status callbacks",
-        "the app and the fake provider each in a helper process; this one generates the load",
+        f"{args.provider} webhooks, {args.seconds:g} s per rate after {args.preroll:g} s "
+        f"unmeasured, open loop over {args.connections} connections; "
+        f"{100 * share:.0f} % of the slots status callbacks; {args.processes} app process(es)"
+        + ("; overload" if args.overload else "")
+        + (f"; a broadcast to {args.broadcast:,} contacts in each run" if args.broadcast
+           else ""),
+        "the app, the fake provider (and relais worker) each in a helper process; this one "
+        "generates the load, on the same cores",
     ])
     warning = busy_warning(load_average())
     if warning:
@@ -776,6 +1308,12 @@ async def main() -> int:
     status = 0
     all_results: list[LoadRun] = []
     for backend in backends(args.db):
+        if args.rate is not None:
+            rates: list[float] = args.rate
+        elif args.overload or args.broadcast:
+            rates = [50.0] if args.broadcast else []
+        else:
+            rates = [100.0, 200.0, GOAL_ACCEPTED[backend]]
         try:
             async with temp_database(backend, args.pg_url, suffix="_webhooks") as db:
                 results = await bench_backend(db, args, rates)
@@ -788,16 +1326,25 @@ async def main() -> int:
         lines.append(summary_line(backend, args.provider, args.seconds, results))
         print()
     if all_results:
-        print_table(f"{args.provider} webhooks, open loop, {args.seconds:g} s per rate", [
-            "", "requests", "accepted/s", "errors", "p50 ms", "p99 ms", "max ms", "lag p99",
-            "CPU ms", "load", "drain s"], [row(r) for r in all_results])
+        print_table(f"{args.provider} webhooks, open loop", [
+            "", "requests", "accepted/s", "errors", "p50 ms", "p99 ms", "e2e p99",
+            "processed/s", "backlog", "lag p99", "CPU ms", "load", "drain s"],
+            [row(r) for r in all_results], width=170)
         print("  accepted/s: 2xx completed per second in the measured window; latency (ms): "
-              "planned start → response,\n  i.e. reply rows committed; lag p99: how late the "
-              "generator fired; CPU ms: the app's per request;\n  drain s: seconds after the "
-              "schedule until every reply had left")
+              "planned start → response,\n  i.e. the webhook stored in the inbox; e2e p99: "
+              "planned start → the fake provider accepted the reply;\n  processed/s: inbox "
+              "rows done per second in the window; backlog: inbox rows pending when the "
+              "schedule\n  ended; lag p99: how late the generator fired; CPU ms: the app's "
+              "per request;\n  drain s: seconds after the schedule until every event was "
+              "processed and every reply had left")
         for result in all_results:
             if goal_cells(result):
                 print(f"  goal {result.backend} {result.rate:,.0f}/s: {goal_cells(result)}")
+        for result in all_results:
+            if result.label == "2× capacity":
+                met = result.latency(99) <= GOAL_OVERLOAD_P99_S
+                print(f"  goal {result.backend} at twice the capacity: p99 ≤ "
+                      f"{1000 * GOAL_OVERLOAD_P99_S:.0f} ms: {'met' if met else 'MISSED'}")
         if any("MISSED" in goal_cells(r) for r in all_results):
             status = 1
     loads = [x for r in all_results for x in r.load if x is not None]
@@ -805,6 +1352,8 @@ async def main() -> int:
         lines.append(f"load average {min(loads):.1f}–{max(loads):.1f} during the runs "
                      f"({os.cpu_count()} cores)")
     print_summary(lines)
+    write_json(args.json, {"machine": machine_description(),
+                           "runs": [figures(r) for r in all_results]})
     return status
 
 

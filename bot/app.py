@@ -17,16 +17,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot import flows
+from bot.core import masking
 from bot.core.channel import (
-    PHONE_SHARED,
     AdapterSpec,
     ChannelEvent,
     Failure,
@@ -39,16 +40,19 @@ from bot.core.channel import (
 from bot.core.clock import Clock
 from bot.core.config import Settings
 from bot.core.metrics import Metrics
+from bot.core.text import clean_text
 from bot.core.types import Inbound
+from bot.delivery.inbox import InboxWorker, Processed
 from bot.delivery.outbox import OutboxWorker, worker_name
 from bot.delivery.scheduler import JobRegistry, Scheduler
-from bot.delivery.status import apply_update
-from bot.domain import broadcasts, contacts, fallback, media_jobs, replay, rights
+from bot.domain import broadcasts, fallback, media_jobs, replay, rights, staff_sms
 from bot.domain.tickets import notify, satisfaction
-from bot.engine import Engine
+from bot.engine import Engine, StepFailed
+from bot.storage import inbox
 from bot.storage.db import describe, make_engine, sessionmaker
+from bot.storage.group_commit import GroupCommit
 from bot.storage.migrate import upgrade
-from bot.storage.models import Outbox
+from bot.storage.models import InboxItem, Outbox
 
 log = logging.getLogger("relais")
 
@@ -66,13 +70,46 @@ class Services:
     registry: Registry = field(default_factory=Registry)
     metrics: Metrics = field(default_factory=Metrics)
     workers: list[OutboxWorker] = field(default_factory=list)
+    inbox_workers: list[InboxWorker] = field(default_factory=list)
     opened: dict[str, Opened] = field(default_factory=dict)  # by adapter name
+    accept: GroupCommit | None = None  # the webhooks' shared commits (``open_services``)
 
     async def follow_up(self, session: AsyncSession, row: Outbox, failure: Failure,
                         now: datetime) -> bool:
         """After a WhatsApp failure: the template or SMS (``bot.domain.fallback``)."""
         return await fallback.after_failure(session, row, failure, now, self.settings) \
             is not None
+
+    def inbox_worker(self, **kwargs: Any) -> InboxWorker:
+        worker = InboxWorker(self.sessions, self.clock, self.handle_item,
+                             worker_id=worker_name(), metrics=self.metrics,
+                             on_sent=self.wake_workers, **kwargs)
+        self.inbox_workers.append(worker)
+        return worker
+
+    async def handle_item(self, session: AsyncSession, item: InboxItem) -> Processed:
+        """An inbox row through the engine (``bot.delivery.inbox`` calls this)."""
+        try:
+            result = await self.engine.process_item(session, item, self.follow_up)
+        except StepFailed as exc:
+            return Processed(message_id=item.message_id, failed=str(exc),
+                             alerted=bool((item.payload or {}).get("alerted")))
+        return Processed(
+            contact_id=result.contact_id, message_id=result.message_id,
+            sent=bool(result.outbox_ids) or result.alerted,
+            failed=(result.error or "flow step failed") if result.step_failed else None,
+            alerted=result.alerted,
+        )
+
+    def wake_inbox(self) -> None:
+        for worker in self.inbox_workers:
+            worker.wake()
+
+    async def drain_inbox(self) -> int:
+        """Process every inbox row ready now, in this task (tests, tools)."""
+        worker = InboxWorker(self.sessions, self.clock, self.handle_item,
+                             metrics=self.metrics, on_sent=self.wake_workers)
+        return await worker.drain()
 
     def outbox_worker(self, **kwargs: object) -> OutboxWorker:
         worker = OutboxWorker(
@@ -98,6 +135,8 @@ class Services:
                    opened=self.opened.get(spec.name))
 
     async def close(self) -> None:
+        if self.accept is not None:
+            await self.accept.close()
         await self.db.dispose()
 
 
@@ -127,7 +166,8 @@ async def open_services(
         await db.dispose()
         raise
     services = Services(settings=settings, db=db, sessions=sessions, engine=engine,
-                        clock=clock, metrics=metrics, jobs=job_registry(engine))
+                        clock=clock, metrics=metrics, jobs=job_registry(engine),
+                        accept=GroupCommit(sessions))
     engine.on_commit = services.wake_workers
     return services
 
@@ -200,9 +240,33 @@ async def channels(services: Services) -> AsyncIterator[None]:
 
 
 @asynccontextmanager
-async def background(services: Services) -> AsyncIterator[None]:
-    """The outbox worker and the scheduler of this process, with the daily jobs planned;
-    on the way out, in-flight sends and jobs finish (at most ``STOP_TIMEOUT`` seconds)."""
+async def inbox_processing(services: Services) -> AsyncIterator[None]:
+    """The inbox workers of this process; on the way out, the rows in hand finish. The
+    danger-word lexicons (seconds of regular-expression compiling) are read in a thread
+    at once, so that the first message is not the one that waits for them."""
+    from bot.domain import danger
+
+    warm = asyncio.create_task(asyncio.to_thread(danger.lexicons))
+    worker = services.inbox_worker()
+    task = asyncio.create_task(worker.run())
+    log.info("inbox worker started (%d task%s)", worker.concurrency,
+             "s" if worker.concurrency > 1 else "")
+    try:
+        yield
+    finally:
+        worker.stop()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.gather(task, return_exceptions=True),
+                                   STOP_TIMEOUT)
+        services.inbox_workers.remove(worker)
+        await asyncio.gather(warm, return_exceptions=True)
+
+
+@asynccontextmanager
+async def background(services: Services, *, inbox: bool = True) -> AsyncIterator[None]:
+    """The inbox workers, the outbox worker and the scheduler of this process, with the
+    daily jobs planned; on the way out, in-flight events, sends and jobs finish (at most
+    ``STOP_TIMEOUT`` seconds)."""
     from bot.domain.rights import plan_daily
 
     await plan_daily(services.sessions, services.settings, services.clock.now())
@@ -212,7 +276,10 @@ async def background(services: Services) -> AsyncIterator[None]:
     log.info("outbox worker and scheduler started (channels: %s)",
              ", ".join(services.registry.names()) or "none")
     try:
-        yield
+        async with contextlib.AsyncExitStack() as stack:
+            if inbox:
+                await stack.enter_async_context(inbox_processing(services))
+            yield
     finally:
         worker.stop()
         scheduler.stop()
@@ -225,45 +292,62 @@ async def background(services: Services) -> AsyncIterator[None]:
 
 
 class Sink:
-    """``InboundSink`` of the application: messages to the engine, statuses to the one
-    status applier, events to the domain, signatures to the seen-signature table."""
+    """``InboundSink`` of the application: every message, status and event becomes one inbox
+    row, committed (with the other webhooks of the same few milliseconds: the group commit)
+    before the adapter answers the provider; the inbox workers process it."""
 
     def __init__(self, services: Services) -> None:
         self.services = services
 
+    async def _store(self, op: Callable[[AsyncSession], Awaitable[int | None]]) -> int | None:
+        services = self.services
+        assert services.accept is not None
+        item_id = await services.accept.run(op)
+        if item_id is not None:
+            services.wake_inbox()
+        return item_id
+
     async def message(self, inbound: Inbound) -> str:
-        result = await self.services.engine.handle(inbound)
-        return result.outcome.value
+        now = self.services.clock.now()
+        clear = clean_text(inbound.text)
+        external = inbound.address.partition(":")[2]
+        maybe_code = inbound.channel == "sms" and staff_sms.may_be_code(clear)
+        masked = None if maybe_code else masking.mask(clear)  # outside the shared commit
+
+        async def op(session: AsyncSession) -> int | None:
+            text, kinds, code = (masked.text, masked.kinds, None) if masked is not None \
+                else await _seal(session, external, clear)
+            return await inbox.insert(session, inbox.message_values(
+                inbound, text, tuple(kinds), now, staff_code=code))
+
+        if await self._store(op) is None:
+            self.count(inbound.channel, "duplicate")
+            log.info("inbound %s on %s: duplicate", inbound.provider_id, inbound.channel)
+            return "duplicate"
+        return "stored"
 
     async def status(self, update: StatusUpdate) -> None:
-        services = self.services
-        now = services.clock.now()
-        async with services.sessions() as session, session.begin():
-            applied = await apply_update(session, update, now, services.follow_up)
-        if applied.followed_up:
-            services.wake_workers()
-        if applied.row_id is None:
-            log.info("%s status %s for %s: no such outbox row", update.channel,
-                     update.status, update.provider_id)
-        else:
-            log.info("%s status %s for outbox row %s: now %s%s", update.channel,
-                     update.status, applied.row_id, applied.status,
-                     f" ({update.failure.value if update.failure else 'failed'}, "
-                     f"{update.error_code})" if applied.newly_failed else "")
+        values = inbox.status_values(update, self.services.clock.now())
+        await self._store(lambda session: inbox.insert(session, values))
 
     async def event(self, event: ChannelEvent) -> None:
-        services = self.services
-        if event.kind == PHONE_SHARED and event.value:
-            async with services.sessions() as session, session.begin():
-                await contacts.attach_shared_phone(session, event.address, event.value,
-                                                   services.clock.now(),
-                                                   services.settings.timezone)
-            return
-        log.info("%s event %s ignored", event.channel, event.kind)
+        values = inbox.event_values(event, self.services.clock.now())
+        await self._store(lambda session: inbox.insert(session, values))
 
     async def seen(self, provider: str, signature: str, fields: str) -> Verdict:
-        return await replay.check(self.services.sessions, self.services.clock, provider,
-                                  signature, fields)
+        services = self.services
+        assert services.accept is not None
+        now = services.clock.now()
+        return await services.accept.run(
+            lambda session: replay.record(session, now, provider, signature, fields))
 
     def count(self, channel: str, outcome: str) -> None:
         self.services.metrics.inbound.labels(channel, outcome).inc()
+
+
+async def _seal(session: AsyncSession, external_id: str, clear: str
+                ) -> tuple[str, tuple[str, ...], str | None]:
+    """A 6-digit SMS: a staff one-time code is sealed before masking (never kept clear)."""
+    code = await staff_sms.intercept(session, external_id, clear)
+    masked = masking.mask(staff_sms.STORED_CODE if code else clear)
+    return masked.text, tuple(masked.kinds), code

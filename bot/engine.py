@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sqlalchemy import select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -24,6 +25,7 @@ from bot.conversation.context import Context, Machine, Next, goto, open_context
 from bot.core import masking
 from bot.core.addresses import PHONE_CHANNELS, parse_address, timezone_for
 from bot.core.addresses import Address as AddressValue
+from bot.core.channel import PHONE_SHARED
 from bot.core.clock import Clock
 from bot.core.config import Settings
 from bot.core.i18n import normalise_language
@@ -34,14 +36,26 @@ from bot.core.text import clean_text
 from bot.core.types import Inbound
 from bot.delivery.outbox import release_quiet
 from bot.delivery.scheduler import JobContext, JobKind, schedule
-from bot.domain import sender_limit, staff_sms
+from bot.delivery.status import FollowUp, apply_update
+from bot.domain import contacts, sender_limit, staff_sms
+from bot.domain import danger as danger_words
 from bot.domain.fallback import release_held
 from bot.domain.media_store import plan_fetch
+from bot.domain.staff import staff_address
 from bot.flows import escalation, privacy, staff
 from bot.flows.escalation import request_human
 from bot.flows.global_keywords import ACTIONS
-from bot.storage import counters, events
-from bot.storage.models import Address, Contact, Job, MediaItem, Message, Ticket
+from bot.storage import counters, events, inbox
+from bot.storage.models import (
+    Address,
+    Contact,
+    Conversation,
+    InboxItem,
+    Job,
+    MediaItem,
+    Message,
+    Ticket,
+)
 
 log = logging.getLogger("relais.engine")
 
@@ -62,6 +76,18 @@ class Result:
     contact_id: int | None = None
     outbox_ids: list[int] = field(default_factory=list)
     step_failed: bool = False
+    alerted: bool = False  # danger words alerted the staff (in a savepoint of their own)
+    error: str | None = None  # why the step failed
+
+
+@dataclass(frozen=True)
+class Stored:
+    """An inbound text as it is stored: masked, with the kinds masked, and a staff SMS code
+    sealed (``bot.domain.staff_sms.intercept``)."""
+
+    text: str
+    masked: tuple[str, ...] = ()
+    staff_code: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +96,10 @@ class Step:
 
     name: str
     run: Callable[[Context], Awaitable[bool]]
+
+
+class StepFailed(RuntimeError):
+    """A flow step failed again (its reason: ``Message.step_error``)."""
 
 
 class _Retry(Exception):
@@ -125,82 +155,142 @@ class Engine:
 
     async def _handle_once(self, inbound: Inbound) -> Result:
         now = self.clock.now()
-        target = parse_address(inbound.address)
         async with self.sessions() as session, session.begin():
-            address, contact, is_new = await self._contact(session, target, inbound, now)
-            ticket = None if is_new else await session.scalar(
-                select(Ticket.id).where(
-                    Ticket.contact_id == contact.id, Ticket.state.in_(("open", "taken"))
-                )
-            )
+            return await self.store_and_step(session, inbound, now)
+
+    async def store_and_step(
+        self, session: AsyncSession, inbound: Inbound, now: datetime, *,
+        stored: Stored | None = None,
+    ) -> Result:
+        """Store one inbound message and run its step, in the caller's transaction.
+
+        ``stored``: the text as the inbox kept it (already masked, the staff code sealed);
+        else ``inbound.text`` is the clear text and is masked here. Without ``stored`` a
+        failed step schedules its own retry job (``relais chat``); from the inbox, the inbox
+        retries (``Result.step_failed``)."""
+        target = parse_address(inbound.address)
+        from_inbox = stored is not None
+        address, contact, is_new, ticket = await self._contact(session, target, inbound, now)
+        if stored is None:
             clear = clean_text(inbound.text)
-            # A staff one-time code is read here, before masking, and never stored in clear.
+            # A staff one-time code is sealed here, before masking, never stored in clear.
             sms_code = await staff_sms.intercept(session, target.id, clear) \
                 if target.channel == "sms" else None
             masked = masking.mask(staff_sms.STORED_CODE if sms_code else clear)
-            message = Message(
+            stored = Stored(masked.text, tuple(masked.kinds), sms_code)
+        # one INSERT … ON CONFLICT DO NOTHING RETURNING: the unique (direction, channel,
+        # provider_id) is the deduplication, and the row comes back as an ORM object
+        builder = postgresql.insert if self.is_postgres else sqlite.insert
+        message = (await session.scalars(
+            builder(Message).values(
                 contact_id=contact.id, address_id=address.id, direction="in",
-                channel=target.channel, provider_id=inbound.provider_id, body=masked.text,
-                choice_id=inbound.choice_id, masked=list(masked.kinds) or None,
-                media=[{"content_type": m.content_type, "ref": m.ref} for m in inbound.media]
-                or None,
+                channel=target.channel, provider_id=inbound.provider_id, body=stored.text,
+                choice_id=inbound.choice_id, masked=list(stored.masked) or None,
+                media=[{"content_type": m.content_type, "ref": m.ref}
+                       for m in inbound.media] or None,
                 created_at=now, ticket_id=ticket,
                 handled_at=now,  # reset below if the step fails
             )
-            try:  # the unique (direction, channel, provider_id) is the deduplication
-                async with session.begin_nested():
-                    session.add(message)
-                    await session.flush()
-            except IntegrityError:
-                return Result(Outcome.DUPLICATE, contact_id=contact.id)
-            for media in inbound.media:  # fetched by a job, kept in the database
-                await plan_fetch(
-                    session,
-                    MediaItem(message_id=message.id, contact_id=contact.id,
-                              channel=target.channel, content_type=media.content_type,
-                              ref=media.ref, created_at=now),
-                    now,
-                )
-            contact.last_inbound_at = now
-            contact.last_address_id = address.id
-            address.last_inbound_at = now
-            address.blocked_at = None  # they wrote again: the provider block is lifted
-            address.blocked_reason = None
-            await release_quiet(session, contact.id, now)  # held for their quiet hours: now
-            if target.channel == "whatsapp":  # a new 24 h window: held messages can go
-                await release_held(session, contact.id, now)
-            events.record(session, "inbound", now, channel=target.channel,
-                          language=contact.language)
-            if is_new:
-                events.record(session, "contact.new", now, channel=target.channel)
-            await counters.inbound(session, self.settings.timezone, now, contact,
-                                   target.channel, new=is_new)
-            ctx = await self._context(session, contact, address, now, inbound, message, is_new)
-            ctx.sms_code = sms_code
-            failed = not await self._run_step(ctx, lambda: self.step(ctx))
-            if failed:
-                await self._schedule_retry(session, message, now, attempt=1)
-            return Result(
-                Outcome.WRITTEN, message_id=message.id, contact_id=contact.id,
-                outbox_ids=[row.id for row in ctx.sent if row.id is not None],
-                step_failed=failed,
+            .on_conflict_do_nothing(index_elements=["direction", "channel", "provider_id"])
+            .returning(Message),
+            execution_options={"populate_existing": True},
+        )).first()
+        if message is None:
+            return Result(Outcome.DUPLICATE, contact_id=contact.id)
+        for media in inbound.media:  # fetched by a job, kept in the database
+            await plan_fetch(
+                session,
+                MediaItem(message_id=message.id, contact_id=contact.id,
+                          channel=target.channel, content_type=media.content_type,
+                          ref=media.ref, created_at=now),
+                now,
             )
+        contact.last_inbound_at = now
+        contact.last_address_id = address.id
+        address.last_inbound_at = now
+        address.blocked_at = None  # they wrote again: the provider block is lifted
+        address.blocked_reason = None
+        await release_quiet(session, contact.id, now)  # held for their quiet hours: now
+        if target.channel == "whatsapp":  # a new 24 h window: held messages can go
+            await release_held(session, contact.id, now)
+        events.record(session, "inbound", now, channel=target.channel,
+                      language=contact.language)
+        if is_new:
+            events.record(session, "contact.new", now, channel=target.channel)
+        await counters.inbound(session, self.settings.timezone, now, contact,
+                               target.channel, new=is_new)
+        ctx = await self._context(session, contact, address, now, inbound, message, is_new)
+        ctx.sms_code = stored.staff_code
+        alerted = await self._alert_first(ctx)
+        failed = not await self._run_step(ctx, lambda: self.step(ctx, alerted=alerted))
+        if failed and not from_inbox:
+            await self._schedule_retry(session, message, now, attempt=1)
+        return Result(
+            Outcome.WRITTEN, message_id=message.id, contact_id=contact.id,
+            outbox_ids=[row.id for row in ctx.sent if row.id is not None],
+            step_failed=failed, alerted=alerted,
+            error=message.step_error if failed else None,
+        )
+
+    # -- the inbox's rows ------------------------------------------------------------------
+
+    async def process_item(self, session: AsyncSession, item: InboxItem,
+                           follow_up: FollowUp | None = None) -> Result:
+        """One inbox row (``bot.delivery.inbox``), in the caller's savepoint: a message is
+        stored and stepped (its retries run the stored message's step again), a status moves
+        its outbox row, an event (a shared phone number) reaches the person. Raises
+        ``StepFailed`` when a message's step failed (the message itself stays stored).
+        ``follow_up``: what a newly failed status may send instead (the app's)."""
+        now = self.clock.now()
+        payload = item.payload or {}
+        if item.kind == "status":
+            applied = await apply_update(session, inbox.status_of(item), now, follow_up)
+            if applied.row_id is None:
+                log.info("%s status %s for %s: no such outbox row", item.channel,
+                         payload.get("status"), payload.get("provider_id"))
+            return Result(Outcome.WRITTEN, outbox_ids=[applied.row_id]
+                          if applied.followed_up and applied.row_id else [])
+        if item.kind == "event":
+            event = inbox.event_of(item)
+            if event.kind == PHONE_SHARED and event.value:
+                await contacts.attach_shared_phone(session, event.address, event.value, now,
+                                                   self.settings.timezone)
+            else:
+                log.info("%s event %s ignored", event.channel, event.kind)
+            return Result(Outcome.WRITTEN)
+        if item.message_id is not None:  # stored already: only its step is retried
+            return await self.retry_step(session, item.message_id,
+                                         alerted=bool(payload.get("alerted")))
+        inbound = inbox.inbound_of(item)
+        stored = Stored(payload.get("text") or "", tuple(payload.get("masked") or ()),
+                        payload.get("staff_code"))
+        result = await self.store_and_step(session, inbound, now, stored=stored)
+        if self.metrics is not None:
+            self.metrics.inbound.labels(inbound.channel, result.outcome.value).inc()
+        return result
 
     # -- contact and lock ------------------------------------------------------------------
 
     async def _contact(
         self, session: AsyncSession, target: AddressValue, inbound: Inbound, now: datetime
-    ) -> tuple[Address, Contact, bool]:
+    ) -> tuple[Address, Contact, bool, int | None]:
+        """The address, the person, whether they are new, their open ticket: one query for
+        a known person (their conversation comes with it, for ``open_context``)."""
+        open_ticket = (select(Ticket.id)
+                       .where(Ticket.contact_id == Contact.id,
+                              Ticket.state.in_(("open", "taken")))
+                       .correlate(Contact).limit(1).scalar_subquery())
         query = (
-            select(Address, Contact)
+            select(Address, Contact, Conversation, open_ticket)
             .join(Contact, Contact.id == Address.contact_id)
+            .outerjoin(Conversation, Conversation.contact_id == Contact.id)
             .where(Address.channel == target.channel, Address.external_id == target.id)
         )
         if self.is_postgres:  # serialise one person's events: lock their contact row
             query = query.with_for_update(of=Contact)
         found = (await session.execute(query)).first()
         if found is not None:
-            return found[0], found[1], False
+            return found[0], found[1], False, found[3]
         contact: Contact | None = None
         if target.channel in PHONE_CHANNELS:  # same number on SMS and WhatsApp: one person
             sibling = await session.scalar(
@@ -231,7 +321,10 @@ class Engine:
                 await session.flush()
         except IntegrityError as exc:
             raise _Retry from exc
-        return address, contact, is_new
+        ticket = None if is_new else await session.scalar(
+            select(Ticket.id).where(Ticket.contact_id == contact.id,
+                                    Ticket.state.in_(("open", "taken"))))
+        return address, contact, is_new, ticket
 
     async def _lock(self, session: AsyncSession, contact_id: int) -> Contact:
         """Serialise one person's events: a row lock on PostgreSQL (SQLite: BEGIN IMMEDIATE)."""
@@ -290,10 +383,27 @@ class Engine:
 
     # -- the step --------------------------------------------------------------------------
 
-    async def step(self, ctx: Context) -> None:
+    async def _alert_first(self, ctx: Context) -> bool:
+        """Danger words from a citizen, in a savepoint of their own before the step: whatever
+        fails after (and is retried, then parked), the mediators are alerted and the person
+        has the emergency numbers. True when they were."""
+        inbound, address = ctx.inbound, ctx.address
+        if inbound is None or not inbound.text or inbound.choice_id \
+                or danger_words.match(inbound.text) is None:
+            return False
+        if address is not None and await staff_address(
+                ctx.session, address.channel, address.external_id) is not None:
+            return False  # staff words are the staff step's
+        return await self._run_step(ctx, lambda: escalation.danger_step(ctx))
+
+    async def step(self, ctx: Context, *, alerted: bool = False) -> None:
         """Decide what to do with one inbound event: the first step of the pipeline that
-        handles it ends it."""
+        handles it ends it. ``alerted``: danger words already handled it (``_alert_first``);
+        only the private-data warning is left."""
         assert ctx.inbound is not None
+        if alerted:
+            await privacy.warn_about_private_data(ctx)
+            return
         for step in self.pipeline:
             if await step.run(ctx):
                 return
@@ -421,12 +531,13 @@ class Engine:
 
         return (JobKind(STEP_JOB, retry),)
 
-    async def retry_step(self, session: AsyncSession, message_id: int) -> None:
+    async def retry_step(self, session: AsyncSession, message_id: int, *,
+                         alerted: bool = False) -> Result:
         """Run again the step of a stored message whose step failed; raise if it fails."""
         now = self.clock.now()
         message = await session.get(Message, message_id)
         if message is None or message.handled_at is not None:
-            return
+            return Result(Outcome.WRITTEN, message_id=message_id)
         contact = await self._lock(session, message.contact_id)
         address = await session.get(Address, message.address_id) if message.address_id else None
         inbound = Inbound(
@@ -436,7 +547,9 @@ class Engine:
             choice_id=message.choice_id,
         )
         ctx = await self._context(session, contact, address, now, inbound, message, False)
-        if not await self._run_step(ctx, lambda: self.step(ctx)):
-            raise RuntimeError(f"flow step failed again for message {message_id}")
+        if not await self._run_step(ctx, lambda: self.step(ctx, alerted=alerted)):
+            raise StepFailed(message.step_error or f"flow step failed for message {message_id}")
         if self.on_commit is not None and ctx.sent:
             self.on_commit()
+        return Result(Outcome.WRITTEN, message_id=message_id, contact_id=contact.id,
+                      outbox_ids=[row.id for row in ctx.sent if row.id is not None])

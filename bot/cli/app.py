@@ -10,6 +10,7 @@ from bot.cli import (
     checkins,
     contacts,
     db,
+    inbox,
     inspect,
     queue,
     report,
@@ -27,6 +28,7 @@ app.command()(chat.chat)
 app.add_typer(checkins.checkins_app, name="checkins")
 app.add_typer(contacts.contacts_app, name="contacts")
 app.add_typer(db.db_app, name="db")
+app.add_typer(inbox.inbox_app, name="inbox")
 app.command("inspect")(inspect.inspect)
 app.add_typer(queue.queue_app, name="queue")
 app.command("report")(report.report)

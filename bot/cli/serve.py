@@ -43,11 +43,12 @@ LOG_LEVEL_HELP = "How much to log on stderr: DEBUG, INFO, WARNING or ERROR."
 
 
 def serve(
-    no_workers: bool = typer.Option(False, "--no-workers",
-                                    help="Serve the web only, without outbox workers."),
+    no_workers: bool = typer.Option(
+        False, "--no-workers",
+        help="Serve the web only: webhooks are stored, `relais worker` processes them."),
     log_level: str = typer.Option("INFO", "--log-level", help=LOG_LEVEL_HELP),
 ) -> None:
-    """Webhooks, outbox workers and scheduler in one process."""
+    """Webhooks, inbox and outbox workers and scheduler in one process."""
     setup_logging(log_level)
     config = settings()
     warn_plain_http(config)
@@ -70,7 +71,7 @@ def serve(
 
 
 def worker(log_level: str = typer.Option("INFO", "--log-level", help=LOG_LEVEL_HELP)) -> None:
-    """Outbox workers and scheduler without HTTP (extra processes on PostgreSQL)."""
+    """Inbox and outbox workers and scheduler without HTTP (extra processes on PostgreSQL)."""
     setup_logging(log_level)
     config = settings()
 

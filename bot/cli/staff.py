@@ -100,7 +100,7 @@ def _unknown(address: str) -> NotFound:
 @staff_app.command("remove")
 def remove(address: str = typer.Argument(..., help="Their address.")) -> None:
     """Take away staff powers (the person stays a contact)."""
-    from bot.domain.staff import find_staff
+    from bot.domain.staff import find_staff, remove_staff
 
     target = check_address(address)
 
@@ -108,15 +108,16 @@ def remove(address: str = typer.Argument(..., help="Their address.")) -> None:
         member = await find_staff(session, target)
         if member is None:
             raise _unknown(target)
-        await session.delete(member)
-        return member.name
+        name = member.name
+        await remove_staff(session, member)  # other processes see it on their next event
+        return name
 
     name = in_transaction(work)
     typer.echo(f"removed {plain(name)} ({target}) from staff")
 
 
 def _set_duty(address: str, on_duty: bool) -> None:
-    from bot.domain.staff import find_staff
+    from bot.domain.staff import bump_version, find_staff
 
     target = check_address(address)
 
@@ -125,6 +126,7 @@ def _set_duty(address: str, on_duty: bool) -> None:
         if member is None:
             raise _unknown(target)
         member.on_duty = on_duty
+        await bump_version(session)  # every write to a staff row bumps the registry
         return member.name
 
     name = in_transaction(work)

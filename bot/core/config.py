@@ -80,6 +80,19 @@ class Rate:
         return f"{self.count}/{self.period:g}s"
 
 
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|sec|min|m|h)?\s*$", re.IGNORECASE)
+_UNIT_SECONDS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+
+
+def parse_duration(value: str) -> float:
+    """Seconds from "30", "30s", "2min" or "1h"; ValueError otherwise."""
+    match = _DURATION.match(str(value))
+    if match is None:
+        raise ValueError(f"not a duration (say 30s, 2min or 1h): {value!r}")
+    unit = match.group(2).lower() if match.group(2) else None
+    return float(match.group(1)) * _UNIT_SECONDS[unit]
+
+
 def parse_rate(text: str) -> Rate | None:
     """``"20/min"``, ``"100/hour"``, ``"5/10s"``; ``"off"`` (or ``"0/min"``) is no limit."""
     if text.strip().lower() in ("off", "none", "0"):
@@ -161,6 +174,9 @@ class Settings(BaseSettings):
     # Messages one sender may send (a burst of that many, refilled at that rate) before
     # Relais stops answering each one (bot/sender_limit.py); "off" for no limit.
     sender_limit: str = "20/min"
+    # The age of the oldest unprocessed inbox row past which /healthz says "degraded"
+    # (a number of seconds, or "30s", "2min", "1h").
+    inbox_lag_degraded: str = "30s"
 
     @field_validator("database_url")
     @classmethod
@@ -191,6 +207,12 @@ class Settings(BaseSettings):
     @classmethod
     def _sender_limit(cls, value: str) -> str:
         parse_rate(value)
+        return value.strip()
+
+    @field_validator("inbox_lag_degraded")
+    @classmethod
+    def _inbox_lag(cls, value: str) -> str:
+        parse_duration(value)
         return value.strip()
 
     @field_validator("opening_hours")
@@ -235,6 +257,11 @@ class Settings(BaseSettings):
     def sender_rate(self) -> Rate | None:
         """``RELAIS_SENDER_LIMIT`` parsed; None when there is no limit."""
         return parse_rate(self.sender_limit)
+
+    @property
+    def inbox_lag_limit(self) -> float:
+        """``RELAIS_INBOX_LAG_DEGRADED`` in seconds."""
+        return parse_duration(self.inbox_lag_degraded)
 
     @property
     def is_sqlite(self) -> bool:

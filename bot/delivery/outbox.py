@@ -26,6 +26,7 @@ import socket
 import time
 import uuid
 from collections import deque
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -41,6 +42,7 @@ from bot.core.metrics import Metrics
 from bot.core.render import choices_from_json
 from bot.core.types import PRIORITY_REPLY, Outbound
 from bot.delivery import rates
+from bot.delivery.heartbeat import Heartbeat, dead_workers, purge_dead
 from bot.delivery.policy import Action, decide
 from bot.delivery.quiet import (
     NEVER_HELD,
@@ -59,7 +61,7 @@ log = logging.getLogger("relais.outbox")
 
 LEASE = timedelta(seconds=60)
 HORIZON = 1.0  # seconds of a channel's rate one claim may reserve ahead
-RECLAIM_EVERY = 5.0  # seconds between sweeps of expired leases
+RECLAIM_EVERY = timedelta(seconds=5)  # between sweeps of expired leases (injected clock)
 START_WINDOW = 1.02  # seconds: a provider's 1 s window, with a little slack
 ACTIVE = ("queued", "sending", "in_doubt")
 
@@ -186,12 +188,24 @@ async def release_quiet(session: AsyncSession, contact_id: int, now: datetime) -
     return len(result.all())
 
 
-async def reclaim_expired(session: AsyncSession, now: datetime) -> tuple[int, int]:
-    """Expired leases: back to queued if the call never started, else in_doubt (or failed
-    when it already was). Returns (requeued, in_doubt)."""
+async def reclaim_expired(
+    session: AsyncSession, now: datetime, *, alive: Collection[str] = ()
+) -> tuple[int, int]:
+    """Leases taken back: expired ones, and at once those of a worker known dead
+    (``bot.delivery.heartbeat.dead_workers``: its beat stopped, or its pid on this machine is
+    gone), whatever their expiry. A lease whose owner has no heartbeat row keeps the rule of
+    its expiry; ``alive`` (the caller's own id) is never taken back before it. Back to queued
+    if the call never started, else in_doubt (or failed when it already was). Returns
+    (requeued, in_doubt)."""
+    dead = await dead_workers(session, now)
+    dead.difference_update(alive)
+    taken_back = Outbox.lease_until < now
+    if dead:
+        taken_back = taken_back | Outbox.lease_owner.in_(sorted(dead))
+        log.debug("workers known dead: %s", ", ".join(sorted(dead)))
     never_called = await session.execute(
         update(Outbox)
-        .where(Outbox.status == "sending", Outbox.lease_until < now,
+        .where(Outbox.status == "sending", taken_back,
                Outbox.call_started_at.is_(None))
         .values(status="queued", lease_owner=None, lease_until=None, updated_at=now,
                 attempts=Outbox.attempts - 1)
@@ -202,7 +216,7 @@ async def reclaim_expired(session: AsyncSession, now: datetime) -> tuple[int, in
     doubtful = (
         await session.execute(
             update(Outbox)
-            .where(Outbox.status == "sending", Outbox.lease_until < now,
+            .where(Outbox.status == "sending", taken_back,
                    Outbox.call_started_at.is_not(None), Outbox.was_in_doubt.is_(False))
             .values(status="in_doubt", was_in_doubt=True, lease_owner=None, lease_until=None,
                     call_started_at=None, next_attempt_at=now, updated_at=now,
@@ -213,7 +227,7 @@ async def reclaim_expired(session: AsyncSession, now: datetime) -> tuple[int, in
     ).scalars().all()
     twice = await session.execute(
         update(Outbox)
-        .where(Outbox.status == "sending", Outbox.lease_until < now,
+        .where(Outbox.status == "sending", taken_back,
                Outbox.call_started_at.is_not(None), Outbox.was_in_doubt.is_(True))
         .values(status="failed", lease_owner=None, lease_until=None, updated_at=now,
                 body=scrubbed_body(), error_reason="in doubt twice: not sent again")
@@ -223,6 +237,7 @@ async def reclaim_expired(session: AsyncSession, now: datetime) -> tuple[int, in
     twice.all()
     for channel in doubtful:
         session.add(Event(kind="outbox.in_doubt", at=now, channel=channel))
+    await purge_dead(session, now)
     return requeued, len(doubtful)
 
 
@@ -372,7 +387,7 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._starts: dict[str, deque[tuple[float, int]]] = {}
         self._stopping = False
-        self._last_reclaim = 0.0
+        self._last_reclaim: datetime | None = None  # the first claim sweeps at once
 
     # -- loop ------------------------------------------------------------------------------
 
@@ -385,6 +400,13 @@ class OutboxWorker:
         self._wake.set()
 
     async def run(self) -> None:
+        """Claim and send until ``stop``, with this worker's heartbeat beating all along
+        (forgotten on a clean stop; after a crash it ages and other processes take back
+        this worker's rows)."""
+        async with Heartbeat(self.sessions, self.clock, self.worker_id, "outbox"):
+            await self._loop()
+
+    async def _loop(self) -> None:
         while not self._stopping:
             try:
                 sent = await self.drain_once()
@@ -419,12 +441,14 @@ class OutboxWorker:
         now = self.clock.now()
         claimed: list[Claimed] = []
         async with self.sessions() as session, session.begin():
-            if time.monotonic() - self._last_reclaim >= RECLAIM_EVERY:
-                self._last_reclaim = time.monotonic()
-                requeued, doubtful = await reclaim_expired(session, now)
+            last = self._last_reclaim
+            if last is None or now - last >= RECLAIM_EVERY or now < last:
+                self._last_reclaim = now
+                requeued, doubtful = await reclaim_expired(session, now,
+                                                           alive=(self.worker_id,))
                 await cancel_unreachable(session, now)
                 if requeued or doubtful:
-                    log.warning("reclaimed expired leases: %d requeued, %d in doubt",
+                    log.warning("reclaimed leases: %d requeued, %d in doubt",
                                 requeued, doubtful)
             for name in self.registry.names():
                 channel = self.registry.get(name)

@@ -111,6 +111,18 @@ def release_at(
     return next_allowed(settings.quiet, tz or settings.timezone, now)
 
 
+def may_have_held(previous_inbound: datetime | None, now: datetime) -> bool:
+    """Whether a row can be waiting for the end of a person's quiet hours when they write
+    at ``now``, their previous message at ``previous_inbound`` (``Contact.last_inbound_at``
+    before this one). False lets the caller skip ``release_quiet``: rows written or claimed
+    since a message less than ``RECENT_WRITER`` ago were not held (``release_at``: replies
+    to a recent writer go now), and that message released those held before it. Broadcasts
+    can wait, but ``release_quiet`` leaves them waiting anyway."""
+    if previous_inbound is None:
+        return True
+    return not timedelta(0) <= now - previous_inbound <= RECENT_WRITER
+
+
 def may_send_proactive(
     settings: Settings, tz: str | None, moment: datetime, last_inbound: datetime | None = None
 ) -> bool:

@@ -63,35 +63,43 @@ async def check(
     signature: str,
     fields: str,
 ) -> Verdict:
-    """Record a verified request's signature and say whether it was seen before.
+    """Record a verified request's signature and say whether it was seen before, in a
+    transaction of its own (``record`` is the same inside a shared one: the group commit).
 
     Committed before the request is handled, so every other process sees it at once. The
     signature digest is inserted with ``ON CONFLICT DO NOTHING``: of two processes given the
     same signature at the same moment, exactly one records it first."""
-    now = clock.now()
+    async with sessions() as session, session.begin():
+        return await record(session, clock.now(), provider, signature, fields)
+
+
+async def record(session: AsyncSession, now: datetime, provider: str, signature: str,
+                 fields: str) -> Verdict:
+    """``check`` inside the caller's transaction."""
     sig_key = signature_digest(provider, signature)
     request_key = request_digest(provider, signature, fields)
-    async with sessions() as session, session.begin():
-        postgres = session.bind.dialect.name == "postgresql"
-        builder = postgresql.insert if postgres else sqlite.insert
-        inserted = await session.execute(
-            builder(SeenSignature)
-            .values(digest=sig_key, provider=provider, seen_at=now)
-            .on_conflict_do_nothing(index_elements=["digest"])
+    postgres = session.bind.dialect.name == "postgresql"
+    builder = postgresql.insert if postgres else sqlite.insert
+    inserted = await session.execute(
+        builder(SeenSignature)
+        .values(digest=sig_key, provider=provider, seen_at=now)
+        .on_conflict_do_nothing(index_elements=["digest"])
+    )
+    if inserted.rowcount:  # type: ignore[attr-defined]
+        await session.execute(
+            builder(SeenSignature).values(digest=request_key, provider=provider, seen_at=now)
+            .on_conflict_do_nothing(index_elements=["digest"]))
+        verdict = Verdict.NEW
+    else:
+        same = await session.scalar(
+            select(SeenSignature.digest).where(SeenSignature.digest == request_key)
         )
-        if inserted.rowcount:  # type: ignore[attr-defined]
-            session.add(SeenSignature(digest=request_key, provider=provider, seen_at=now))
-            verdict = Verdict.NEW
-        else:
-            same = await session.scalar(
-                select(SeenSignature.digest).where(SeenSignature.digest == request_key)
-            )
-            verdict = Verdict.RETRY if same is not None else Verdict.REPLAY
-        database = str(session.bind.url)
-        last = _PURGED_AT.get(database)
-        if last is None or now - last >= PURGE_EVERY or now < last:
-            await purge(session, now)
-            _PURGED_AT[database] = now
+        verdict = Verdict.RETRY if same is not None else Verdict.REPLAY
+    database = str(session.bind.url)
+    last = _PURGED_AT.get(database)
+    if last is None or now - last >= PURGE_EVERY or now < last:
+        await purge(session, now)
+        _PURGED_AT[database] = now
     return verdict
 
 

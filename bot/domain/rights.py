@@ -27,7 +27,7 @@ from bot.core.addresses import Address as AddressValue
 from bot.core.config import Settings
 from bot.delivery.rates import forget_sender as forget_sender_rate
 from bot.delivery.scheduler import CHECKPOINT, JobContext, JobKind, schedule
-from bot.storage import events
+from bot.storage import events, inbox
 from bot.storage.models import (
     PERSONAL_DATA,
     Address,
@@ -232,6 +232,8 @@ async def erase(
         .execution_options(synchronize_session=False)
     )
     counts["jobs"] = jobs.rowcount or 0
+    # webhooks not processed yet (by address or number), and processed ones' dedupe keys
+    counts["inbox"] = await inbox.erase(session, cid, [a.address for a in addresses])
 
 
     await forget_sender_rate(session, cid)  # the rate row keyed by their id
@@ -376,6 +378,7 @@ class Retention:
     messages: int = 0
     outbox: int = 0
     media: int = 0
+    inbox: int = 0  # inbox rows past their keep (dedupe keys, parked rows)
     people: int = 0
     more: bool = False
 
@@ -405,6 +408,7 @@ async def purge_bodies(session: AsyncSession, now: datetime, retention_days: int
         .execution_options(synchronize_session=False)
     )
     result.media = media.rowcount or 0
+    result.inbox = await inbox.purge(session, now, timedelta(days=retention_days))
     return result
 
 

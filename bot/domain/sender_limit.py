@@ -17,10 +17,16 @@ anyway, and a ticket is not opened for them). Time is the step's clock (``ctx.no
 
 from __future__ import annotations
 
+from datetime import datetime
+
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from bot.conversation import keywords
 from bot.conversation.context import Context
-from bot.delivery.rates import gcra, rate_row, sender_key
+from bot.delivery.rates import gcra, sender_key
 from bot.domain.tickets.opening import open_ticket
+from bot.storage.models import RateLimit
 
 SOURCE = "sender_limit"  # the source of a ticket opened by the limit
 ALWAYS_PASS = frozenset({keywords.HELP, keywords.STOP, keywords.START, keywords.FORGET})
@@ -44,7 +50,7 @@ async def over_limit(ctx: Context, text: str) -> bool:
     rate = ctx.settings.sender_rate
     if rate is None or ctx.inbound is None or passes(ctx, text):
         return False
-    row = await rate_row(ctx.session, sender_key(ctx.contact.id), ctx.now)
+    row = await sender_row(ctx.session, sender_key(ctx.contact.id), ctx.now)
     if row.tat <= ctx.now and row.paused_until is not None:
         row.paused_until = None  # fully recovered: a new flood is told again
     tat = gcra(row.tat, ctx.now, rate)
@@ -59,3 +65,18 @@ async def over_limit(ctx: Context, text: str) -> bool:
         ctx.say(ctx._("We have your messages. A person will read them."))
     ctx.event("inbound.limited")
     return True
+
+
+async def sender_row(session: AsyncSession, key: str, now: datetime) -> RateLimit:
+    """The rate row of ``key`` as ``bot.delivery.rates.rate_row`` gives it (made on first
+    use, locked for this transaction on PostgreSQL, SQLite: the transaction's write lock),
+    in one statement: an upsert that changes nothing and returns the row."""
+    pg = session.bind.dialect.name == "postgresql"
+    builder = postgresql.insert if pg else sqlite.insert
+    statement = builder(RateLimit).values(key=key, tat=now)
+    statement = statement.on_conflict_do_update(
+        index_elements=["key"], set_={"tat": RateLimit.tat}  # the row as it is, now locked
+    ).returning(RateLimit)
+    row = await session.scalar(statement, execution_options={"populate_existing": True})
+    assert row is not None
+    return row

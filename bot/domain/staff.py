@@ -4,21 +4,145 @@ Staff powers come only from the command line (``relais staff add``), never from 
 A person's phone number on SMS and WhatsApp is one citizen, but staff powers belong only
 to the exact addresses registered (``staff_addresses``): ``sms:+33…`` is not
 ``whatsapp:+33…``. By SMS they also need a working session (``bot.domain.staff_sms``).
+
+Every inbound event asks "is this address a staff address?". ``StaffDirectory`` answers
+from memory: the whole (small) registry of staff addresses, loaded once per process and
+loaded again only when the version row (``kv`` key ``staff_version``) changed. Each event
+reads that row (one primary-key SELECT), so another process sees a ``relais staff
+add/remove`` on its very next event. Every write to ``staff`` or ``staff_addresses`` calls
+``bump_version`` in its own transaction (here and in ``bot.cli.staff``).
 """
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Integer, Text, cast, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.orm import SessionTransaction
+from sqlalchemy.sql.selectable import ScalarSelect
 
 from bot.core.addresses import PHONE_CHANNELS, parse_address, timezone_for
 from bot.core.addresses import Address as AddressValue
-from bot.storage.models import Address, Contact, Staff, StaffAddress
+from bot.storage.models import Address, Contact, KeyValue, Staff, StaffAddress
 
 ROLES = ("mediator", "coordinator")
+VERSION_KEY = "staff_version"
+
+
+# -- the per-process directory of staff addresses -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class StaffEntry:
+    """A registered staff address: whose powers it carries."""
+
+    staff_id: int
+    staff_address_id: int
+
+
+_UNLOADED = object()
+
+
+class StaffDirectory:
+    """Which (channel, external id) are staff addresses, and which contacts are staff, for
+    one database, in memory. ``load`` reads the version row (one primary-key SELECT) and
+    reads the registry again only when the version changed since the last load; the
+    lookups are then dict reads. Owned by whoever opens the database (``directory_for``
+    keeps one per engine unless one is given with ``use_directory``)."""
+
+    def __init__(self) -> None:
+        self._version: object = _UNLOADED
+        self._by_address: dict[tuple[str, str], StaffEntry] = {}
+        self._contacts: frozenset[int] = frozenset()
+        self._loaded_in: weakref.ref[SessionTransaction] | None = None
+        self.reloads = 0  # how many times the registry was read (for tests and benches)
+
+    async def load(self, session: AsyncSession, *, version: object = _UNLOADED) -> None:
+        """Bring the directory up to date for this event: read the version row, and the
+        registry when the version changed. ``version``: the version row's value already
+        read by the caller in this transaction (``version_subquery`` in its own query)."""
+        if version is _UNLOADED:
+            version = await session.scalar(
+                select(KeyValue.value).where(KeyValue.key == VERSION_KEY)
+            )
+        if version != self._version:
+            # The version first, then the registry: what is read is at least that new.
+            rows = (await session.execute(
+                select(StaffAddress.channel, StaffAddress.external_id, StaffAddress.staff_id,
+                       StaffAddress.id)
+            )).all()
+            contacts = (await session.scalars(select(Staff.contact_id))).all()
+            self._by_address = {(channel, external): StaffEntry(staff_id, address_id)
+                                for channel, external, staff_id, address_id in rows}
+            self._contacts = frozenset(contacts)
+            self._version = version
+            self.reloads += 1
+        root = _root(session)
+        self._loaded_in = None if root is None else weakref.ref(root)
+
+    def loaded_for(self, session: AsyncSession) -> bool:
+        """True when ``load`` ran in this session's current transaction (this event)."""
+        root = _root(session)
+        return root is not None and self._loaded_in is not None and self._loaded_in() is root
+
+    def at(self, channel: str, external_id: str) -> StaffEntry | None:
+        """The staff address (channel, external_id) as of the last ``load``, or None."""
+        return self._by_address.get((channel, external_id))
+
+    def is_staff_contact(self, contact_id: int) -> bool:
+        """True when this contact has a staff row, as of the last ``load``."""
+        return contact_id in self._contacts
+
+
+def version_subquery() -> ScalarSelect[str]:
+    """SQL: the staff registry's version (NULL before the first staff change), to read
+    alone or as a column of another query."""
+    return select(KeyValue.value).where(KeyValue.key == VERSION_KEY).scalar_subquery()
+
+
+def _root(session: AsyncSession) -> SessionTransaction | None:
+    transaction = session.sync_session.get_transaction()
+    while transaction is not None and transaction.parent is not None:
+        transaction = transaction.parent
+    return transaction
+
+
+_DIRECTORIES: weakref.WeakKeyDictionary[Engine, StaffDirectory] = weakref.WeakKeyDictionary()
+
+
+def use_directory(engine: AsyncEngine, directory: StaffDirectory) -> None:
+    """Make ``directory`` the one of ``engine`` (the composition root owns it)."""
+    _DIRECTORIES[engine.sync_engine] = directory
+
+
+def directory_for(session: AsyncSession) -> StaffDirectory:
+    """The directory of the session's database engine (``directory_of``)."""
+    return directory_of(session.bind)
+
+
+def directory_of(engine: AsyncEngine) -> StaffDirectory:
+    """The directory of ``engine``, made on first use: one per engine, so one per process
+    and database (two engines on one database behave as two processes)."""
+    found = _DIRECTORIES.get(engine.sync_engine)
+    if found is None:
+        found = _DIRECTORIES[engine.sync_engine] = StaffDirectory()
+    return found
+
+
+async def bump_version(session: AsyncSession) -> None:
+    """The staff registry changed (in this transaction): every directory reloads on its
+    next event after the commit. Call it from every write to staff or staff addresses."""
+    builder = postgresql.insert if session.bind.dialect.name == "postgresql" else sqlite.insert
+    statement = builder(KeyValue).values(key=VERSION_KEY, value="1")
+    await session.execute(statement.on_conflict_do_update(
+        index_elements=["key"],
+        set_={"value": cast(cast(KeyValue.value, Integer) + 1, Text)},
+    ))
 
 
 async def find_address(session: AsyncSession, target: AddressValue) -> Address | None:
@@ -136,7 +260,15 @@ async def add_staff(
         session.add(StaffAddress(staff_id=staff.id, channel=target.channel,
                                  external_id=target.id, created_at=now))
         await session.flush()
+    await bump_version(session)
     return staff, created
+
+
+async def remove_staff(session: AsyncSession, member: Staff) -> None:
+    """Take away staff powers: the staff row and its addresses go, the contact stays."""
+    await session.delete(member)
+    await session.flush()
+    await bump_version(session)
 
 
 @dataclass(frozen=True)

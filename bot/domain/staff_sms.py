@@ -43,9 +43,15 @@ def _digest(key: bytes, session_id: int, code: str) -> str:
     return hmac.new(key, f"{session_id}:{code}".encode(), hashlib.sha256).hexdigest()
 
 
+def may_be_code(text: str) -> bool:
+    """Whether ``text`` has the shape of a code (no query needed otherwise)."""
+    return _CODE.match(text or "") is not None
+
+
 async def intercept(session: AsyncSession, external_id: str, text: str) -> str | None:
-    """The clear code when ``text`` (an SMS from ``external_id``) answers a pending staff
-    challenge; the caller then stores ``STORED_CODE`` instead of the text."""
+    """When ``text`` (an SMS from ``external_id``) answers a pending staff challenge, the
+    code *sealed* (its keyed digest, what ``check`` compares): the clear code is never kept,
+    not even in the inbox. The caller then stores ``STORED_CODE`` instead of the text."""
     match = _CODE.match(text or "")
     if match is None:
         return None
@@ -55,7 +61,9 @@ async def intercept(session: AsyncSession, external_id: str, text: str) -> str |
         .where(StaffAddress.channel == "sms", StaffAddress.external_id == external_id,
                StaffSmsSession.code_hash.is_not(None))
     )
-    return match.group(1) if pending is not None else None
+    if pending is None:
+        return None
+    return _digest(await _key(session), pending, match.group(1))
 
 
 class Gate(StrEnum):
@@ -78,7 +86,8 @@ async def check(
     session: AsyncSession, address: StaffAddress, *, mode: str, hours: float,
     now: datetime, code: str | None, message_id: int | None,
 ) -> Decision:
-    """Decide what a staff SMS from ``address`` may do (see the module docstring)."""
+    """Decide what a staff SMS from ``address`` may do (see the module docstring); ``code``
+    is the sealed code ``intercept`` returned."""
     if mode == "off":
         return Decision(Gate.OFF)
     row = await session.scalar(
@@ -93,7 +102,7 @@ async def check(
     key = await _key(session)
     if code is not None and row.code_hash is not None:
         fresh = row.code_expires_at is not None and row.code_expires_at > now
-        if fresh and hmac.compare_digest(row.code_hash, _digest(key, row.id, code)):
+        if fresh and hmac.compare_digest(row.code_hash, code):  # both sealed
             pending = row.pending_message_id
             row.code_hash = row.code_expires_at = row.pending_message_id = None
             row.attempts = 0

@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from bot.conversation.context import Context
-from bot.domain.staff import staff_for_contact
+from bot.domain.staff import directory_for, staff_for_contact
 
 WARN_AGAIN_AFTER = timedelta(hours=24)
 WARNED_AT = "private_data_warned_at"
@@ -21,10 +21,17 @@ async def warn_about_private_data(ctx: Context) -> bool:
     last = ctx.recall(WARNED_AT)
     if last is not None and ctx.now - datetime.fromisoformat(last) < WARN_AGAIN_AFTER:
         return False
-    if await staff_for_contact(ctx.session, ctx.contact.id) is not None:
+    if await _is_staff(ctx):
         return False
     ctx.say(ctx._("We hid the private code or number you sent: keep it to yourself."))
     ctx.remember(**{WARNED_AT: ctx.now.isoformat()})
     return False
 
 
+async def _is_staff(ctx: Context) -> bool:
+    """From the staff directory when this event loaded it (the staff hook runs first),
+    else from the database."""
+    directory = directory_for(ctx.session)
+    if directory.loaded_for(ctx.session):
+        return directory.is_staff_contact(ctx.contact.id)
+    return await staff_for_contact(ctx.session, ctx.contact.id) is not None

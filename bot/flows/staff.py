@@ -65,15 +65,25 @@ Command = Callable[[Context, Staff, str], Awaitable[None]]
 async def hook(ctx: Context) -> bool:
     if ctx.inbound is None or ctx.address is None:
         return False
-    from bot.domain.staff import staff_address, staff_for_contact
+    from bot.domain.staff import directory_for
 
     text = (ctx.message.body if ctx.message is not None else None) or ctx.inbound.text or ""
-    registered = await staff_address(ctx.session, ctx.address.channel, ctx.address.external_id)
-    staff = await ctx.session.get(Staff, registered.staff_id) if registered else None
+    # The registry from memory: one primary-key read of its version per event.
+    directory = directory_for(ctx.session)
+    await directory.load(ctx.session)
+    counters.known_staff(ctx.session, ctx.contact.id,
+                         directory.is_staff_contact(ctx.contact.id))
+    entry = directory.at(ctx.address.channel, ctx.address.external_id)
+    staff = await ctx.session.get(Staff, entry.staff_id) if entry else None
+    registered: StaffAddress | None = None
+    if staff is not None and entry is not None and ctx.address.channel == "sms":
+        registered = await ctx.session.get(StaffAddress, entry.staff_address_id)
+        if registered is None:  # removed since the registry was read: no powers
+            staff = None
     if staff is None:  # powers come only from the exact addresses registered
-        if parse(text)[0] not in (None, "unknown") and await staff_for_contact(
-            ctx.session, ctx.contact.id
-        ) is not None:
+        if parse(text)[0] not in (None, "unknown") and directory.is_staff_contact(
+            ctx.contact.id
+        ):
             ctx.say(ctx._("This address has no staff powers. On the server, run: relais "
                           "staff add {address} --name NAME --role ROLE",
                           address=ctx.address.address), force=True)
@@ -500,15 +510,21 @@ async def done(ctx: Context, staff: Staff, rest: str) -> None:
 
 
 async def on(ctx: Context, staff: Staff, rest: str) -> None:
+    from bot.domain.staff import bump_version
+
     _ = ctx._
     staff.on_duty = True
+    await bump_version(ctx.session)  # every write to a staff row bumps the registry
     waiting = await queue.count_waiting(ctx.session)
     say(ctx, _("You are on duty: you will get notices of new requests. Waiting now: {count}."
                " /queue to see them.", count=waiting))
 
 
 async def off(ctx: Context, staff: Staff, rest: str) -> None:
+    from bot.domain.staff import bump_version
+
     staff.on_duty = False
+    await bump_version(ctx.session)
     say(ctx, ctx._("You are off duty: no more notices. Send /on to come back."))
 
 

@@ -26,6 +26,12 @@ Writes are buffered in the session and written just before the transaction commi
 upsert for all of them in key order: a busy counter row (today's SMS received) is locked only
 for the commit, never for a whole flow step, and two transactions never wait for each other
 in a cycle. A savepoint rolled back (a failed flow step) drops what it counted.
+
+Staff messages are not activity. Whether the sender is staff is decided at the commit, not
+when the message is counted: the staff hook tells it (``known_staff``, from the staff
+directory in memory) during the step; only when nobody did (the step did not reach the
+hook) is the ``staff`` table read then, once for the whole transaction. A staff member's
+counts are then dropped and their ``counted_at`` put back, as if never counted.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, inspect, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session, SessionTransaction
 from sqlalchemy.orm.exc import DetachedInstanceError, ObjectDeletedError
@@ -96,6 +102,8 @@ BUCKETS: tuple[int, ...] = (
 )
 KEY_MAX = 64
 _BUFFER = "relais.counters"
+_CITIZENS = "relais.counters.citizens"  # inbound messages whose sender may still be staff
+_VERDICTS = "relais.counters.staff"  # contact id -> is staff, as the staff hook found
 
 
 def day_of(at: datetime, tz: str) -> date:
@@ -120,18 +128,46 @@ class _Bump:
     key: str
     count: int
     total: int
+    citizen: int | None = None  # dropped at the commit if this contact turns out staff
+
+
+@dataclass
+class _Citizen:
+    """An inbound message counted before its sender was known not to be staff."""
+
+    transaction: SessionTransaction | None
+    contact_id: int
+    contact: Contact
+    previous: datetime | None  # ``counted_at`` before this message
+    counted: bool  # this message set ``counted_at``
 
 
 def add(session: AsyncSession, day: date, name: str, key: Any = "", *, count: int = 1,
         total: int = 0) -> None:
     """Count ``count`` (and add ``total``) to ``name``/``key`` on ``day``: written when the
     session's transaction commits, dropped if it (or the savepoint around it) rolls back."""
+    _add(session, day, name, key, count, total, None)
+
+
+def _add(session: AsyncSession, day: date, name: str, key: Any, count: int, total: int,
+         citizen: int | None) -> None:
     sync = session.sync_session
     _listen(sync)
-    transaction = sync.get_nested_transaction() or sync.get_transaction()
     sync.info.setdefault(_BUFFER, []).append(
-        _Bump(transaction, day, name, "" if key == "" else _key(key), count, total)
+        _Bump(_current(sync), day, name, "" if key == "" else _key(key), count, total,
+              citizen)
     )
+
+
+def _current(sync: Session) -> SessionTransaction | None:
+    return sync.get_nested_transaction() or sync.get_transaction()
+
+
+def known_staff(session: AsyncSession, contact_id: int, is_staff: bool) -> None:
+    """The staff hook found whether this contact is staff: no query at the commit."""
+    sync = session.sync_session
+    _listen(sync)
+    sync.info.setdefault(_VERDICTS, {})[contact_id] = is_staff
 
 
 def count(session: AsyncSession, tz: str, at: datetime, name: str, key: Any = "", *,
@@ -181,7 +217,10 @@ def _listen(sync: Session) -> None:
 def _before_commit(sync: Session) -> None:
     if sync.in_nested_transaction():  # a savepoint released: its counts wait for the commit
         return
+    staff = _staff_senders(sync)
     bumps = sync.info.pop(_BUFFER, None)
+    if bumps and staff:
+        bumps = [b for b in bumps if b.citizen not in staff]
     if not bumps:
         return
     sync.flush()  # every other write first: counter rows are the last ones locked
@@ -210,19 +249,40 @@ def _before_commit(sync: Session) -> None:
         sync.execute(statement)
 
 
+def _staff_senders(sync: Session) -> set[int]:
+    """The contacts of this transaction's inbound messages that are staff (known from the
+    staff hook, else read now); their ``counted_at`` is put back."""
+    pending: list[_Citizen] | None = sync.info.pop(_CITIZENS, None)
+    if not pending:
+        return set()
+    verdicts: dict[int, bool] = sync.info.get(_VERDICTS, {})
+    unknown = sorted({p.contact_id for p in pending} - verdicts.keys())
+    staff = {p.contact_id for p in pending if verdicts.get(p.contact_id)}
+    if unknown:
+        staff.update(sync.scalars(select(Staff.contact_id).where(Staff.contact_id.in_(unknown))))
+    for item in pending:
+        if item.contact_id in staff and item.counted:
+            state = inspect(item.contact)
+            if not (state.deleted or state.was_deleted or state.detached):
+                item.contact.counted_at = item.previous
+    return staff
+
+
 def _after_soft_rollback(sync: Session, previous: SessionTransaction) -> None:
-    bumps = sync.info.get(_BUFFER)
-    if not bumps:
-        return
-    if previous.parent is None:
-        sync.info.pop(_BUFFER, None)
-        return
-    sync.info[_BUFFER] = [b for b in bumps if not _inside(b.transaction, previous)]
+    for name in (_BUFFER, _CITIZENS):
+        items = sync.info.get(name)
+        if not items:
+            continue
+        if previous.parent is None:
+            sync.info.pop(name, None)
+            continue
+        sync.info[name] = [i for i in items if not _inside(i.transaction, previous)]
 
 
 def _after_transaction_end(sync: Session, transaction: SessionTransaction) -> None:
     if transaction.parent is None:  # the whole transaction ended: nothing carries over
-        sync.info.pop(_BUFFER, None)
+        for name in (_BUFFER, _CITIZENS, _VERDICTS):
+            sync.info.pop(name, None)
 
 
 def _inside(transaction: SessionTransaction | None, outer: SessionTransaction) -> bool:
@@ -251,22 +311,33 @@ def person_keys(contact: Contact) -> dict[str, str]:
 async def inbound(session: AsyncSession, tz: str, now: datetime, contact: Contact,
                   channel: str, *, new: bool) -> None:
     """A citizen's message: counted by channel; a new person; and, on their first message
-    of the month, the person once (with their language, departement and level)."""
-    staff = await session.scalar(select(Staff.id).where(Staff.contact_id == contact.id))
-    if staff is not None:  # staff commands are not activity
+    of the month, the person once (with their language, departement and level).
+
+    Staff commands are not activity: unless the staff hook already said this contact is
+    not staff, the counts wait for the commit to know (see the module's docstring)."""
+    sync = session.sync_session
+    verdict = sync.info.get(_VERDICTS, {}).get(contact.id)
+    if verdict:  # staff commands are not activity
         return
+    citizen = None if verdict is False else contact.id
     today = day_of(now, tz)
-    add(session, today, RECEIVED, channel)
+    _add(session, today, RECEIVED, channel, 1, 0, citizen)
     if new:
-        add(session, today, NEW, channel)
-    last = day_of(contact.counted_at, tz) if contact.counted_at is not None else None
-    if last is not None and (last.year, last.month) == (today.year, today.month):
+        _add(session, today, NEW, channel, 1, 0, citizen)
+    previous = contact.counted_at
+    last = day_of(previous, tz) if previous is not None else None
+    counted = last is None or (last.year, last.month) != (today.year, today.month)
+    if citizen is not None:
+        sync.info.setdefault(_CITIZENS, []).append(
+            _Citizen(_current(sync), contact.id, contact, previous, counted)
+        )
+    if not counted:
         return
     contact.counted_at = now
-    add(session, today, ACTIVE)
-    add(session, today, ACTIVE_CHANNEL, channel)
+    _add(session, today, ACTIVE, "", 1, 0, citizen)
+    _add(session, today, ACTIVE_CHANNEL, channel, 1, 0, citizen)
     for name, key in person_keys(contact).items():
-        add(session, today, name, key)
+        _add(session, today, name, key, 1, 0, citizen)
 
 
 def refile(session: AsyncSession, tz: str, now: datetime, contact: Contact,
@@ -282,12 +353,17 @@ def refile(session: AsyncSession, tz: str, now: datetime, contact: Contact,
         after = person_keys(contact)
     except (DetachedInstanceError, ObjectDeletedError):  # erased in this step
         return
+    # Counted by this transaction's message while the sender may still be staff: so is this.
+    citizen = contact.id if any(
+        p.contact_id == contact.id and p.counted
+        for p in session.sync_session.info.get(_CITIZENS, ())
+    ) else None
     for name in sorted(after):
         old, new = before.get(name, UNKNOWN), after[name]
         if new == old or new == UNKNOWN:
             continue
-        add(session, counted, name, old, count=-1)
-        add(session, counted, name, new)
+        _add(session, counted, name, old, -1, 0, citizen)
+        _add(session, counted, name, new, 1, 0, citizen)
 
 
 def new_people(session: AsyncSession, tz: str, now: datetime, channels: Iterable[str]) -> None:

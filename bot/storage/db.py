@@ -7,8 +7,11 @@ asyncpg, row locks and ``SKIP LOCKED``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import sqlite3
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,6 +26,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.util import await_only
 
 log = logging.getLogger("relais.db")
 
@@ -90,12 +94,71 @@ def _sqlite_events(engine: AsyncEngine) -> None:
         cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
+    writers = _WriterTurns()
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # A connection marked READ_ONLY (``read_only`` below) reads a WAL snapshot without
-        # taking the write lock; every other transaction is a writer.
+        # taking the write lock; every other transaction is a writer, and waits for its
+        # turn in this process first (``_WriterTurns``).
         read = conn.get_execution_options().get(READ_ONLY)
-        conn.exec_driver_sql("BEGIN DEFERRED" if read else "BEGIN IMMEDIATE")
+        if read:
+            conn.exec_driver_sql("BEGIN DEFERRED")
+            return
+        key = id(conn.connection.dbapi_connection)
+        writers.take(key)
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            writers.give_back(key)
+            raise
+
+    @event.listens_for(engine.sync_engine, "commit")
+    @event.listens_for(engine.sync_engine, "rollback")
+    def _on_end(conn: Any) -> None:
+        dbapi = conn.connection.dbapi_connection if not conn.closed else None
+        if dbapi is not None:
+            writers.give_back(id(dbapi))
+
+    # A connection that goes back to the pool, is reset or invalidated without a commit or
+    # a rollback (a cancelled task) gives its turn back too: a lost turn would stop every
+    # writer of the process.
+    for name in ("checkin", "reset", "invalidate", "close"):
+        event.listen(engine.sync_engine.pool, name,
+                     lambda dbapi, *_args: writers.give_back(id(dbapi)))
+
+
+class _WriterTurns:
+    """SQLite has one writer at a time. Writers of this process wait for their turn on an
+    asyncio lock, first come first served, instead of racing for ``BEGIN IMMEDIATE``:
+    SQLite's busy handler sleeps in growing steps (up to 100 ms) and would make a webhook
+    that arrives while the inbox worker commits wait far longer than the commit takes.
+    Other processes are still kept apart by SQLite's own lock and busy timeout."""
+
+    def __init__(self) -> None:
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = \
+            weakref.WeakKeyDictionary()
+        self._holder: tuple[int, asyncio.Lock] | None = None
+
+    def take(self, key: int) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not under asyncio (a plain sync use): SQLite's lock alone
+            return
+        lock = self._locks.setdefault(loop, asyncio.Lock())
+        try:
+            await_only(asyncio.wait_for(lock.acquire(), SQLITE_BUSY_TIMEOUT_S))
+        except TimeoutError:
+            raise sqlite3.OperationalError("database is locked (waited for a writer of "
+                                           "this process)") from None
+        self._holder = (key, lock)
+
+    def give_back(self, key: int) -> None:
+        holder = self._holder
+        if holder is None or holder[0] != key:
+            return
+        self._holder = None
+        holder[1].release()
 
 
 READ_ONLY = "relais_read_only"

@@ -345,6 +345,57 @@ class Job(Base):
     contact_id: Mapped[int | None] = mapped_column(BigId, index=True)
 
 
+INBOX_STATES = ("pending", "done", "parked")
+INBOX_KINDS = ("message", "status", "event")
+
+
+class InboxItem(Base):
+    """A verified webhook, stored before it is answered (``bot.storage.inbox``) and processed
+    by the inbox workers (``bot.delivery.inbox``). ``payload`` is the parsed event, its text
+    masked as a stored message is; emptied once processed, while ``dedupe`` (kind, channel
+    and provider id) stays to refuse a provider's redelivery. ``sender`` orders one person's
+    events (a phone number for SMS and WhatsApp alike); ``held_until`` is how long a failing
+    event keeps that person's later events waiting."""
+
+    __tablename__ = "inbox"
+    __table_args__ = (
+        UniqueConstraint("dedupe"),
+        CheckConstraint(_one_of("state", INBOX_STATES), name="state"),
+        CheckConstraint(_one_of("kind", INBOX_KINDS), name="kind"),
+        Index("ix_inbox_claim", "state", "next_at"),
+        Index("ix_inbox_sender", "sender", "id"),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(8))
+    channel: Mapped[str] = mapped_column(String(16))
+    dedupe: Mapped[str | None] = mapped_column(String(200))
+    sender: Mapped[str | None] = mapped_column(String(160))
+    address: Mapped[str | None] = mapped_column(String(160))  # CHANNEL:ID, None once purged
+    payload: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(8), default="pending")
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_at: Mapped[datetime]
+    held_until: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(String(500))
+    received_at: Mapped[datetime]
+    done_at: Mapped[datetime | None]
+    # set once processed: the person (erasure) and the stored message (retries of its step)
+    contact_id: Mapped[int | None] = mapped_column(BigId, index=True)
+    message_id: Mapped[int | None] = mapped_column(BigId)
+
+
+class WorkerBeat(Base):
+    """A running worker (outbox, inbox, scheduler) and when it last said it was alive; a
+    row whose beat is older than a few intervals is a dead process, whose leases are taken
+    back at once (``bot.delivery.heartbeat``)."""
+
+    __tablename__ = "workers"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # worker_name()
+    kind: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[datetime]
+    beat_at: Mapped[datetime] = mapped_column(index=True)
+
+
 class RateLimit(Base):
     """Shared send rate per channel (GCRA: theoretical arrival time) and Retry-After pause."""
 
@@ -658,6 +709,8 @@ DATA_CLASSES: dict[str, str] = {
     "staff_addresses": "staff",  # erased with the staff row (cascade)
     "staff_sms_sessions": "staff",
     "seen_signatures": "internal",  # digests only, purged after 48 hours
+    "inbox": "about",  # webhooks before processing: found by address, erased, purged
+    "workers": "internal",  # process names and heartbeats
     "media_chunks": "media",  # a person's stored file: erased and purged with its media row
 }
 

@@ -14,12 +14,13 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from bot.app import Services, background, channels, open_app
+from bot.app import Services, background, channels, inbox_processing, open_app
 from bot.core.channel import MAX_BODY, AdapterSpec, BadInput, Route
 from bot.core.clock import Clock
 from bot.core.config import Settings
 from bot.delivery.outbox import depth
 from bot.domain.media_links import ensure_signing_key
+from bot.storage import inbox
 from bot.storage.db import READ_ONLY, ping
 from bot.web import media
 from bot.web.access_log import SafeAccessLogger
@@ -92,10 +93,23 @@ def make_runner(app: web.Application, *, header_timeout: float = HEADER_TIMEOUT,
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """200 ``ok`` when the database answers, 200 ``degraded`` when the inbox lags past
+    ``RELAIS_INBOX_LAG_DEGRADED`` (webhooks are still stored: nothing is lost), 503 when the
+    database does not answer."""
     services = request.app[SERVICES]
-    if await ping(services.db):
-        return web.json_response({"status": "ok"})
-    return web.json_response({"status": "database unavailable"}, status=503)
+    if not await ping(services.db):
+        return web.json_response({"status": "database unavailable"}, status=503)
+    try:
+        async with services.sessions() as session:
+            await session.connection(execution_options={READ_ONLY: True})
+            pending, _parked, lag = await inbox.depth(session, services.clock.now())
+    except Exception:
+        return web.json_response({"status": "database unavailable"}, status=503)
+    limit = services.settings.inbox_lag_limit
+    if lag > limit:
+        return web.json_response({"status": "degraded", "inbox_pending": pending,
+                                  "inbox_lag_seconds": round(lag, 1)})
+    return web.json_response({"status": "ok"})
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -104,10 +118,14 @@ async def metrics(request: web.Request) -> web.Response:
         async with services.sessions() as session:
             await session.connection(execution_options={READ_ONLY: True})  # no write lock
             counts = await depth(session)
+            pending, parked, lag = await inbox.depth(session, services.clock.now())
         for status in ("queued", "sending", "in_doubt"):
             services.metrics.outbox_depth.labels(status).set(counts.get(status, 0))
+        services.metrics.inbox_depth.labels("pending").set(pending)
+        services.metrics.inbox_depth.labels("parked").set(parked)
+        services.metrics.inbox_lag.set(lag)
     except Exception:  # metrics must answer even when the database does not
-        log.warning("outbox depth unavailable for /metrics")
+        log.warning("outbox and inbox depth unavailable for /metrics")
     body = generate_latest(services.metrics.registry)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -127,9 +145,13 @@ def create_app(
     workers: bool = True,
     clock: Clock | None = None,
     services: Services | None = None,
+    inbox_workers: bool | None = None,
 ) -> web.Application:
     """Build the application. Each resource opens in its own lifecycle context (database,
-    channels, background work: ``bot.app``), closed if and only if it was opened."""
+    channels, background work: ``bot.app``), closed if and only if it was opened.
+    ``workers``: the outbox worker and scheduler (and, unless ``inbox_workers`` says
+    otherwise, the inbox workers) run in this process."""
+    inbox_on = workers if inbox_workers is None else inbox_workers
     app = web.Application(client_max_size=MAX_BODY, middlewares=[bad_input])
 
     async def resources(app: web.Application) -> AsyncIterator[None]:
@@ -142,7 +164,9 @@ def create_app(
             except Exception:  # the server starts anyway; /healthz tells the database is down
                 log.warning("media link key not checked: the database does not answer")
             if workers:
-                await stack.enter_async_context(background(svc))
+                await stack.enter_async_context(background(svc, inbox=inbox_on))
+            elif inbox_on:
+                await stack.enter_async_context(inbox_processing(svc))
             yield
 
     app.cleanup_ctx.append(resources)

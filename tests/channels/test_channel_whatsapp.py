@@ -19,12 +19,11 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.channels import whatsapp
-from bot.core.channel import Failure, SendError
+from bot.core.channel import AdapterSpec, Failure, Hub, SendError
 from bot.core.i18n import Translator
 from bot.core.types import Choice, Inbound, Outbound, Reply
 from bot.delivery.writer import enqueue
 from bot.domain.media_links import media_link
-from bot.engine import Result
 from bot.flows import MENU
 from bot.storage.models import (
     Address,
@@ -100,18 +99,26 @@ def load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def record_inbound(running: Running) -> list[tuple[Inbound, Result]]:
-    """Keep every Inbound the adapter hands to the engine, with the engine's answer."""
-    engine = running.services.engine
-    seen: list[tuple[Inbound, Result]] = []
-    real = engine.handle
+def record_inbound(running: Running) -> list[tuple[Inbound, str]]:
+    """Keep every Inbound the adapter hands to the app (its inbox), with the answer
+    (``stored``, or ``duplicate`` for a redelivery)."""
+    services = running.services
+    seen: list[tuple[Inbound, str]] = []
+    real_hub = services.hub
 
-    async def handle(inbound: Inbound) -> Result:
-        result = await real(inbound)
-        seen.append((inbound, result))
-        return result
+    def hub(spec: AdapterSpec) -> Hub:
+        given = real_hub(spec)
+        real_message = given.sink.message
 
-    engine.handle = handle  # type: ignore[method-assign]
+        async def message(inbound: Inbound) -> str:
+            outcome = await real_message(inbound)
+            seen.append((inbound, outcome))
+            return outcome
+
+        given.sink.message = message  # type: ignore[method-assign]
+        return given
+
+    services.hub = hub  # type: ignore[method-assign]
     return seen
 
 
@@ -221,8 +228,8 @@ async def test_fixture_is_stored_as_expected(db_url: str, fake: FakeWhatsApp,
              e.get("profile_name")) for e in messages]
         handed = [inbound for inbound, _ in seen]
         assert [i.provider_id for i in handed] == [e["provider_id"] for e in messages] * 2
-        outcomes = [result.outcome.value for _, result in seen]
-        assert outcomes == ["written"] * len(messages) + ["duplicate"] * len(messages)
+        outcomes = [outcome for _, outcome in seen]
+        assert outcomes == ["stored"] * len(messages) + ["duplicate"] * len(messages)
         for inbound, event in zip(handed, messages, strict=False):
             assert inbound.extra.get("location") == event.get("location")
         if expect["outcome"] == "ignored":

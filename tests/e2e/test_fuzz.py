@@ -40,6 +40,7 @@ from tests.fakes.twilio import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from tests.fakes.whatsapp import TEST_PHONE_NUMBER_ID, FakeWhatsApp
 from tests.fakes.whatsapp import TEST_TOKEN as WHATSAPP_TOKEN
 from tests.helpers.db import make_settings
+from tests.helpers.serving import drain_after_webhooks
 
 FUZZ_EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "100"))
 TELEGRAM_SECRET = "fuzz-Secret_0123456789"
@@ -150,6 +151,7 @@ async def stack(db_url: str, **overrides: Any) -> AsyncIterator[Stack]:
                   "whatsapp_api_url": f"{whatsapp.url}/v21.0", "public_url": base,
                   **overrides}
         app = create_app(make_settings(db_url, port=port, **values), workers=False)
+        app.middlewares.append(drain_after_webhooks)  # the engine is fuzzed too
         runner = make_runner(app)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", port)

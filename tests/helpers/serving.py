@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from aiohttp import ClientSession
+from aiohttp import ClientSession, web
 from aiohttp.test_utils import TestServer
 from sqlalchemy import func, select
 
@@ -42,15 +42,34 @@ class Running:
         await waiting.wait_for(condition, timeout)
 
 
+@web.middleware
+async def drain_after_webhooks(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Once a webhook is stored (what its answer means), the inbox is processed before the
+    answer leaves: what the inbox worker of ``relais serve`` does in the background, made
+    deterministic, so a test (or a fake provider's callback) reads the outcome right after."""
+    response = await handler(request)
+    if request.method == "POST" and request.path.startswith("/webhooks/"):
+        await request.app[SERVICES].drain_inbox()
+    return response
+
+
 @asynccontextmanager
-async def serving(db_url: str, *, workers: bool = True, **overrides: object
-                  ) -> AsyncIterator[Running]:
-    """``relais serve`` with settings ``overrides`` (e.g. ``twilio_api_url=fake.url``)."""
+async def serving(db_url: str, *, workers: bool = True, inbox: str = "drain",
+                  **overrides: object) -> AsyncIterator[Running]:
+    """``relais serve`` with settings ``overrides`` (e.g. ``twilio_api_url=fake.url``).
+
+    ``workers``: the outbox worker and scheduler run. ``inbox``: ``drain`` processes the
+    inbox right after each webhook is stored (``drain_after_webhooks``); ``background``
+    lets the app's own inbox worker do it, as in production (tests wait for the outcome);
+    ``off`` stores webhooks and processes nothing (``relais serve --no-workers``)."""
+    assert inbox in ("drain", "background", "off"), inbox
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     overrides.setdefault("public_url", url)
     settings = make_settings(db_url, port=port, **overrides)
-    app = create_app(settings, workers=workers)
+    app = create_app(settings, workers=workers, inbox_workers=inbox == "background")
+    if inbox == "drain":
+        app.middlewares.append(drain_after_webhooks)
     server = TestServer(app, host="127.0.0.1", port=port)
     await server.start_server()
     try:

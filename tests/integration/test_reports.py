@@ -217,6 +217,7 @@ def test_people_and_messages(report: dict[str, Any]) -> None:
         "received": 14, "received_by_channel": {"sms": 10, "telegram": 4},
         "sent": 6, "sent_by_channel": {"sms": 4, "telegram": 2}, "sent_broadcast": 1,
         "sms_messages": 4, "sms_segments": 8, "in_doubt": 2,
+        "inbox_waiting": 0, "inbox_parked": 0,
     }
 
 
@@ -438,7 +439,7 @@ def test_html_escapes_names(tmp_path: Path) -> None:
         "people": {"new": 0, "new_by_channel": {}, "active": 1, "by_channel": {"sms": 1},
                    "by_language": {"<b>": 1}, "by_departement": {}, "by_level": {}},
         "messages": {"received": 0, "sent": 0, "sms_messages": 0, "sms_segments": 0,
-                     "in_doubt": 0},
+                     "in_doubt": 0, "inbox_waiting": 0, "inbox_parked": 0},
         "checkins": {"sent": 0, "answered": 0, "answer_rate": None, "needs": 0,
                      "no_news": 0, "answers": {}},
         "tickets": {"opened": 0, "taken": 0, "closed": 0, "median_wait_minutes": None,

@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from bot.domain import broadcasts as bc
 from bot.domain.reports.base import CALLBACK_KINDS, CHECKIN_NEEDS, Period
 from bot.storage import counters as cn
+from bot.storage import inbox
 from bot.storage.models import Broadcast, Event
 
 # -- counting --------------------------------------------------------------------------------
@@ -76,6 +77,7 @@ async def messages(session: AsyncSession, period: Period, figures: cn.Figures
     )
     kinds = await _by(session, period, "outbox.sent", Event.value["kind"].as_string())
     in_doubt = await _counts(session, period, "outbox.in_doubt")
+    waiting, parked, _lag = await inbox.depth(session, period.until)
     return {
         "received": figures.sum(cn.RECEIVED),
         "received_by_channel": _sorted(figures.by(cn.RECEIVED)),
@@ -85,6 +87,9 @@ async def messages(session: AsyncSession, period: Period, figures: cn.Figures
         "sms_messages": sent.get("sms", 0),
         "sms_segments": int(segments or 0),
         "in_doubt": in_doubt["outbox.in_doubt"],
+        # now, whatever the period: received, not processed yet / parked after retries
+        "inbox_waiting": waiting,
+        "inbox_parked": parked,
     }
 
 

@@ -209,6 +209,8 @@ def as_html(report: dict[str, Any]) -> str:
             ["SMS envoyés", _fr_num(m["sms_messages"])],
             ["segments SMS facturés", _fr_num(m["sms_segments"])],
             ["envois incertains (coupure pendant l'envoi)", _fr_num(m["in_doubt"])],
+            ["messages reçus en attente de traitement", _fr_num(m["inbox_waiting"])],
+            ["messages reçus bloqués après plusieurs essais", _fr_num(m["inbox_parked"])],
         ]),
         _footer(b),
     ]

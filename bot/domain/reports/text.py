@@ -42,6 +42,8 @@ def as_text(report: dict[str, Any]) -> str:
         f"(broadcasts {m['sent_broadcast']:,})",
         f"  SMS: {m['sms_messages']:,} messages, {m['sms_segments']:,} segments",
         f"  sends in doubt: {m['in_doubt']:,}",
+        f"  received, not processed yet: {m['inbox_waiting']:,}; parked after retries: "
+        f"{m['inbox_parked']:,}" + (" (see relais inbox list)" if m["inbox_parked"] else ""),
         "Check-ins",
         f"  sent: {c['sent']:,}; answered: {c['answered']:,} ({_pct(c['answer_rate'])}); "
         f"needs (help or callback): {c['needs']:,}; no news: {c['no_news']:,}",
